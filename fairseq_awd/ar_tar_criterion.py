@@ -1,0 +1,85 @@
+"""Cross-entropy with activation regularization (AR) and temporal activation
+regularization (TAR), Merity et al. 2017, section 4.6.
+
+    loss = CE + alpha * mean(dropped_h ** 2) + beta * mean((h_t - h_{t-1}) ** 2)
+
+over the last LSTM layer's output: AR on it after its dropout, TAR on it before.
+The reference adds both means to the per-token mean cross-entropy; fairseq sums
+the loss and divides by sample_size (tokens), so each mean is multiplied by the
+token count here. The logged `loss`/`ppl` are the cross-entropy alone.
+"""
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from fairseq import metrics
+from fairseq.criterions import FairseqCriterion, register_criterion
+from fairseq.dataclass import FairseqDataclass
+
+
+@dataclass
+class ARTARConfig(FairseqDataclass):
+    ar_alpha: float = field(
+        default=2.0, metadata={"help": "activation regularization weight (paper: alpha)"})
+    tar_beta: float = field(
+        default=1.0, metadata={"help": "temporal activation regularization weight "
+                                       "(paper: beta)"})
+
+
+def ar_tar(raw, dropped, mask):
+    """Mean squares over (batch, time, features) outputs, pad positions left out."""
+    mask = mask.unsqueeze(-1).to(raw.dtype)
+    ar = (dropped.float().pow(2) * mask).sum() / (mask.sum() * raw.size(-1))
+    pairs = mask[:, 1:] * mask[:, :-1]
+    diff = (raw[:, 1:] - raw[:, :-1]).float().pow(2) * pairs
+    tar = diff.sum() / (pairs.sum() * raw.size(-1)).clamp(min=1)
+    return ar, tar
+
+
+@register_criterion("ar_tar_cross_entropy", dataclass=ARTARConfig)
+class ARTARCrossEntropyCriterion(FairseqCriterion):
+    def __init__(self, task, ar_alpha, tar_beta):
+        super().__init__(task)
+        self.ar_alpha = ar_alpha
+        self.tar_beta = tar_beta
+
+    def forward(self, model, sample, reduce=True):
+        net_output = model(**sample["net_input"])
+        extra = net_output[1] if len(net_output) > 1 else None
+        if not isinstance(extra, dict) or "raw_out" not in extra or "dropped_out" not in extra:
+            raise SystemExit(
+                "fairseq-awd: --criterion ar_tar_cross_entropy needs a model whose decoder "
+                "returns 'raw_out' and 'dropped_out' (the last LSTM layer's output before and "
+                "after dropout), as --arch awd_lstm does; use --criterion cross_entropy otherwise")
+        target = model.get_targets(sample, net_output)
+        lprobs = model.get_normalized_probs(net_output, log_probs=True)
+        nll = F.nll_loss(lprobs.view(-1, lprobs.size(-1)), target.view(-1),
+                         ignore_index=self.padding_idx, reduction="sum")
+        ntokens = sample["ntokens"]
+        ar, tar = ar_tar(extra["raw_out"], extra["dropped_out"], target.ne(self.padding_idx))
+        ar, tar = self.ar_alpha * ar * ntokens, self.tar_beta * tar * ntokens
+        logging_output = {
+            "loss": nll.data,
+            "ar": ar.data,
+            "tar": tar.data,
+            "ntokens": ntokens,
+            "nsentences": sample["target"].size(0),
+            "sample_size": ntokens,
+        }
+        return nll + ar + tar, ntokens, logging_output
+
+    @staticmethod
+    def reduce_metrics(logging_outputs) -> None:
+        def total(key):
+            return sum(log.get(key, 0) for log in logging_outputs)
+
+        sample_size = total("sample_size")
+        metrics.log_scalar("loss", total("loss") / sample_size / math.log(2), sample_size, round=3)
+        metrics.log_scalar("ar", total("ar") / sample_size, sample_size, round=4)
+        metrics.log_scalar("tar", total("tar") / sample_size, sample_size, round=4)
+        metrics.log_derived("ppl", lambda meters: 2 ** meters["loss"].avg)
+
+    @staticmethod
+    def logging_outputs_can_be_summed() -> bool:
+        return True

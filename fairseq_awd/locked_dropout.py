@@ -1,0 +1,24 @@
+"""Locked (variational) dropout, Merity et al. 2017, section 4.2.
+
+One Bernoulli mask per sequence and feature, reused at every time step, so a
+unit that is dropped stays dropped for the whole forward pass (Gal & Ghahramani
+2016). Standard dropout would sample a fresh mask per time step.
+"""
+import torch
+from torch import nn
+
+
+class LockedDropout(nn.Module):
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (time, batch, features); the mask is shared along time."""
+        if not self.training or self.p == 0:
+            return x
+        mask = x.new_empty(1, x.size(1), x.size(2)).bernoulli_(1 - self.p)
+        return x * mask / (1 - self.p)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"

@@ -1,0 +1,48 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from fairseq.data import Dictionary
+
+import fairseq_awd  # noqa: F401  (registers the plugins)
+
+ROOT = Path(__file__).resolve().parents[1]
+WT2 = ROOT / "data" / "wt2-slice"
+USER_DIR = str(ROOT / "fairseq_awd")
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def run(*cmd, cwd):
+    """Run a fairseq command line; fail the test with its output if it fails."""
+    proc = subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.fail(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr[-4000:]}")
+    return proc.stdout + proc.stderr
+
+
+def small_dictionary(n=50):
+    d = Dictionary()
+    for i in range(n - len(d)):
+        d.add_symbol(f"w{i}")
+    return d
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def data_bin(tmp_path_factory):
+    """A few hundred lines of the shipped wt2-slice, through fairseq-preprocess."""
+    tmp = tmp_path_factory.mktemp("wt2")
+    for split, lines in (("train", 400), ("valid", 80), ("test", 80)):
+        text = (WT2 / f"{split}.txt").read_text().splitlines(keepends=True)[:lines]
+        (tmp / f"{split}.txt").write_text("".join(text))
+    run(sys.executable, "-m", "fairseq_cli.preprocess", "--only-source",
+        "--trainpref", "train.txt", "--validpref", "valid.txt", "--testpref", "test.txt",
+        "--destdir", "bin", "--workers", "1", cwd=tmp)
+    return tmp / "bin"

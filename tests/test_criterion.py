@@ -1,0 +1,65 @@
+import math
+
+import pytest
+import torch
+from fairseq.tasks.language_modeling import LanguageModelingConfig, LanguageModelingTask
+
+from fairseq_awd.ar_tar_criterion import ARTARCrossEntropyCriterion, ar_tar
+from fairseq_awd.awd_lstm import AWDLSTMConfig, AWDLSTMModel, AWDLSTMDecoder
+
+from conftest import small_dictionary
+
+
+def test_ar_tar_by_hand():
+    raw = torch.tensor([[[1.0], [3.0], [6.0]]])
+    dropped = torch.tensor([[[2.0], [0.0], [4.0]]])
+    ar, tar = ar_tar(raw, dropped, torch.tensor([[True, True, True]]))
+    assert ar.item() == pytest.approx((4 + 0 + 16) / 3)
+    assert tar.item() == pytest.approx(((3 - 1) ** 2 + (6 - 3) ** 2) / 2)
+    ar, tar = ar_tar(raw, dropped, torch.tensor([[True, True, False]]))  # last is pad
+    assert (ar.item(), tar.item()) == pytest.approx((4 / 2, 4 / 1))
+
+
+def task_and_model():
+    d = small_dictionary()
+    task = LanguageModelingTask(LanguageModelingConfig(), d, d)
+    cfg = AWDLSTMConfig(decoder_embed_dim=8, decoder_hidden_size=12)
+    return task, AWDLSTMModel(AWDLSTMDecoder(cfg, d))
+
+
+def test_loss_is_cross_entropy_plus_per_token_ar_tar():
+    task, model = task_and_model()
+    crit = ARTARCrossEntropyCriterion(task, ar_alpha=2.0, tar_beta=1.0)
+    tokens = torch.randint(4, 50, (3, 10))
+    sample = {"net_input": {"src_tokens": tokens}, "target": tokens.roll(-1, 1), "ntokens": 30}
+    model.train()
+    torch.manual_seed(5)
+    loss, sample_size, log = crit(model, sample)
+    model.reset_state()
+    torch.manual_seed(5)
+    logits, extra = model(tokens)
+    ce = torch.nn.functional.cross_entropy(logits.reshape(-1, 50), sample["target"].reshape(-1))
+    raw, dropped = extra["raw_out"], extra["dropped_out"]
+    ar = 2 * dropped.pow(2).mean()
+    tar = 1 * (raw[:, 1:] - raw[:, :-1]).pow(2).mean()
+    assert sample_size == 30
+    # fairseq divides by sample_size: the reference's mean loss comes out.
+    assert (loss / sample_size).item() == pytest.approx((ce + ar + tar).item(), rel=1e-5)
+    assert (log["loss"] / 30).item() == pytest.approx(ce.item(), rel=1e-5)
+    assert (log["ar"] / 30).item() == pytest.approx(ar.item(), rel=1e-5)
+    assert ar > 0 and tar > 0
+
+
+def test_criterion_on_a_model_without_extras_says_what_is_missing():
+    task, _ = task_and_model()
+    crit = ARTARCrossEntropyCriterion(task, ar_alpha=2.0, tar_beta=1.0)
+
+    class Plain(torch.nn.Module):
+        def forward(self, src_tokens):
+            return torch.zeros(1, 3, 50), {"attn": None}
+
+    sample = {"net_input": {"src_tokens": torch.ones(1, 3, dtype=torch.long)},
+              "target": torch.ones(1, 3, dtype=torch.long), "ntokens": 3}
+    with pytest.raises(SystemExit, match="raw_out.*--arch awd_lstm"):
+        crit(Plain(), sample)
+    assert math.isfinite(crit.ar_alpha)

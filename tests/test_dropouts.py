@@ -1,0 +1,90 @@
+"""Semantics of the three dropout techniques, checked on their masks."""
+import torch
+
+from fairseq_awd.embedding_dropout import embedding_dropout
+from fairseq_awd.locked_dropout import LockedDropout
+from fairseq_awd.weight_drop import WeightDropLSTM
+
+
+def test_locked_dropout_one_mask_over_time():
+    drop = LockedDropout(0.5).train()
+    x = torch.ones(7, 3, 40)
+    y = drop(x)
+    assert torch.equal(y, y[:1].expand_as(y))  # same mask at every time step
+    assert set(y.unique().tolist()) == {0.0, 2.0}  # dropped or rescaled by 1/(1-p)
+    assert 0.3 < (y[0] == 0).float().mean() < 0.7
+    assert not torch.equal(y[:, 0], y[:, 1])  # each sequence has its own mask
+
+
+def test_locked_dropout_is_identity_in_eval():
+    x = torch.randn(5, 2, 4)
+    assert torch.equal(LockedDropout(0.5).eval()(x), x)
+
+
+def test_embedding_dropout_drops_whole_words():
+    embed = torch.nn.Embedding(20, 6)
+    tokens = torch.tensor([[3, 5, 3, 7, 5, 3] * 4])
+    out = embedding_dropout(embed, tokens, 0.5, training=True)
+    for word in (3, 5, 7):
+        rows = out[tokens == word]
+        zero = rows.abs().sum(-1) == 0
+        assert zero.all() or not zero.any()  # every occurrence shares its fate
+        if not zero.any():
+            assert torch.allclose(rows, embed.weight[word].expand_as(rows) * 2)
+    dropped = sum(bool((out[tokens == w] == 0).all()) for w in range(20) if (tokens == w).any())
+    full = embedding_dropout(embed, torch.arange(20)[None].repeat(50, 1), 0.5, training=True)
+    rate = (full.abs().sum(-1) == 0).float().mean()
+    assert 0.3 < rate < 0.7 and dropped <= 3
+
+
+def test_embedding_dropout_off_in_eval():
+    embed = torch.nn.Embedding(20, 6)
+    tokens = torch.randint(0, 20, (2, 5))
+    assert torch.equal(embedding_dropout(embed, tokens, 0.5, training=False), embed(tokens))
+
+
+def test_weight_drop_matches_nn_lstm_without_drop():
+    lstm = WeightDropLSTM(5, 7, weight_drop=0.5).eval()
+    ref = torch.nn.LSTM(5, 7)
+    with torch.no_grad():
+        ref.weight_ih_l0.copy_(lstm.weight_ih)
+        ref.weight_hh_l0.copy_(lstm.weight_hh_raw)
+        ref.bias_ih_l0.copy_(lstm.bias_ih)
+        ref.bias_hh_l0.copy_(lstm.bias_hh)
+    x = torch.randn(4, 3, 5)
+    out, (h, c) = lstm(x)
+    ref_out, (ref_h, ref_c) = ref(x)
+    assert torch.allclose(out, ref_out, atol=1e-6) and torch.allclose(c, ref_c, atol=1e-6)
+    assert torch.equal(lstm(x)[0], out)  # eval is deterministic
+
+
+def test_weight_drop_one_mask_per_forward_and_gradient_reaches_raw_weight():
+    lstm = WeightDropLSTM(5, 8, weight_drop=0.5).train()
+    torch.manual_seed(1)
+    w_ih, w_hh, b_ih, b_hh = lstm.flat_weights()
+    dropped = w_hh == 0
+    assert 0.3 < dropped.float().mean() < 0.7
+    kept = ~dropped
+    assert torch.allclose(w_hh[kept], lstm.weight_hh_raw[kept] * 2)
+    # The four tensors are views of one buffer, in nn.LSTM's order (what cuDNN wants).
+    base = w_ih.data_ptr()
+    sizes = [w_ih.numel(), w_hh.numel(), b_ih.numel()]
+    assert w_hh.data_ptr() == base + 4 * sizes[0]
+    assert b_hh.data_ptr() == base + 4 * sum(sizes)
+    # The same mask for all time steps: replay the recurrence by hand with this mask.
+    x = torch.randn(6, 2, 5)
+    torch.manual_seed(2)
+    out, _ = lstm(x)
+    torch.manual_seed(2)
+    w_ih, w_hh, b_ih, b_hh = lstm.flat_weights()
+    h = c = torch.zeros(2, 8)
+    for t in range(6):
+        i, f, g, o = (x[t] @ w_ih.t() + b_ih + h @ w_hh.t() + b_hh).chunk(4, -1)
+        c = f.sigmoid() * c + i.sigmoid() * g.tanh()
+        h = o.sigmoid() * c.tanh()
+        assert torch.allclose(out[t], h, atol=1e-5)
+    out.sum().backward()
+    grad = lstm.weight_hh_raw.grad
+    assert grad is not None and grad.abs().sum() > 0
+    names = [n for n, _ in lstm.named_parameters()]
+    assert names == ["weight_ih", "weight_hh_raw", "bias_ih", "bias_hh"]
