@@ -54,7 +54,7 @@ class ARTARCrossEntropyCriterion(FairseqCriterion):
                 "after dropout), as --arch awd_lstm does; use --criterion cross_entropy otherwise")
         target = model.get_targets(sample, net_output)
         lprobs = model.get_normalized_probs(net_output, log_probs=True)
-        nll = F.nll_loss(lprobs.view(-1, lprobs.size(-1)), target.view(-1),
+        nll = F.nll_loss(lprobs.reshape(-1, lprobs.size(-1)), target.reshape(-1),
                          ignore_index=self.padding_idx, reduction="sum")
         ntokens = sample["ntokens"]
         ar, tar = ar_tar(extra["raw_out"], extra["dropped_out"], target.ne(self.padding_idx))

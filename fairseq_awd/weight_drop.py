@@ -7,16 +7,21 @@ torch's fused LSTM kernel (cuDNN on GPU) instead of a Python loop.
 The undropped matrix `weight_hh_raw` is the Parameter that the optimizer and the
 checkpoint see. The four tensors that the kernel takes are rebuilt each call as
 views of one flat buffer, in nn.LSTM's own order, so cuDNN finds them in one
-contiguous chunk and does not warn or copy.
+contiguous chunk and does not warn or copy. The CPU kernel takes them as they are.
 """
 import math
 from typing import Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 State = Tuple[torch.Tensor, torch.Tensor]
+
+
+def one_buffer(tensors):
+    """The tensors as views of one flat copy, in the order given."""
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    return [v.view_as(t) for v, t in zip(flat.split([t.numel() for t in tensors]), tensors)]
 
 
 class WeightDropLSTM(nn.Module):
@@ -37,11 +42,18 @@ class WeightDropLSTM(nn.Module):
         for w in self.parameters():
             nn.init.uniform_(w, -bound, bound)
 
+    def dropped_weight_hh(self):
+        w, p = self.weight_hh_raw, self.weight_drop
+        if not self.training or p == 0:
+            return w
+        # F.dropout's distribution, built in place on a uniform draw: on CPU this is
+        # 4x faster than F.dropout's bernoulli_ (15 vs 57 ms, 4600x1150, with backward).
+        mask = torch.rand_like(w).ge_(p).mul_(1 / (1 - p))
+        return w * mask
+
     def flat_weights(self):
-        w_hh = F.dropout(self.weight_hh_raw, self.weight_drop, self.training)
-        parts = (self.weight_ih, w_hh, self.bias_ih, self.bias_hh)
-        flat = torch.cat([p.reshape(-1) for p in parts])
-        return [v.view_as(p) for v, p in zip(flat.split([p.numel() for p in parts]), parts)]
+        parts = [self.weight_ih, self.dropped_weight_hh(), self.bias_ih, self.bias_hh]
+        return one_buffer(parts) if self.weight_ih.is_cuda else parts
 
     def forward(self, x: torch.Tensor, state: Optional[State] = None):
         """x: (time, batch, input_size) -> output (time, batch, hidden), (h, c)."""

@@ -3,7 +3,7 @@ import torch
 
 from fairseq_awd.embedding_dropout import embedding_dropout
 from fairseq_awd.locked_dropout import LockedDropout
-from fairseq_awd.weight_drop import WeightDropLSTM
+from fairseq_awd.weight_drop import WeightDropLSTM, one_buffer
 
 
 def test_locked_dropout_one_mask_over_time():
@@ -66,11 +66,13 @@ def test_weight_drop_one_mask_per_forward_and_gradient_reaches_raw_weight():
     assert 0.3 < dropped.float().mean() < 0.7
     kept = ~dropped
     assert torch.allclose(w_hh[kept], lstm.weight_hh_raw[kept] * 2)
-    # The four tensors are views of one buffer, in nn.LSTM's order (what cuDNN wants).
-    base = w_ih.data_ptr()
+    # On CUDA the four are views of one buffer, in nn.LSTM's order (what cuDNN wants).
+    views = one_buffer([w_ih, w_hh, b_ih, b_hh])
+    base = views[0].data_ptr()
     sizes = [w_ih.numel(), w_hh.numel(), b_ih.numel()]
-    assert w_hh.data_ptr() == base + 4 * sizes[0]
-    assert b_hh.data_ptr() == base + 4 * sum(sizes)
+    assert views[1].data_ptr() == base + 4 * sizes[0]
+    assert views[3].data_ptr() == base + 4 * sum(sizes)
+    assert all(torch.equal(v, t) for v, t in zip(views, [w_ih, w_hh, b_ih, b_hh]))
     # The same mask for all time steps: replay the recurrence by hand with this mask.
     x = torch.randn(6, 2, 5)
     torch.manual_seed(2)

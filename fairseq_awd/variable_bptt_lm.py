@@ -1,0 +1,187 @@
+"""The reference implementation's language-model training loop as a fairseq task
+(Merity et al. 2017, section 4.1: variable length backpropagation sequences).
+
+Training reads `--batch-size` contiguous rows per rank front to back every epoch,
+carrying the LSTM state between batches; each batch's length is drawn and the
+learning rate of its update is scaled by seq_len / bptt. Validation reads its
+split as `--valid-rows` rows with a state of its own, and fairseq-eval-lm reads
+the test split as one stream (`--batch-size` rows, default 1), so its perplexity
+is the paper's.
+"""
+import inspect
+import logging
+import os
+from collections import deque
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+from fairseq.data import Dictionary, data_utils, iterators
+from fairseq.dataclass import FairseqDataclass
+from fairseq.tasks import register_task
+from fairseq.tasks.language_modeling import LanguageModelingTask
+from omegaconf import II
+
+import torch
+
+from .bptt_batches import BPTTBatches, TokenStream, eval_windows, train_windows
+
+logger = logging.getLogger(__name__)
+TRAIN_STREAM = "train"
+
+
+@dataclass
+class VariableBPTTLMConfig(FairseqDataclass):
+    data: Optional[str] = field(
+        default=None, metadata={"help": "data-bin made by fairseq-preprocess --only-source"})
+    bptt: int = field(default=70, metadata={"help": "mean sequence length (paper: 70)"})
+    bptt_full_prob: float = field(
+        default=0.95, metadata={"help": "probability of drawing around bptt; else bptt/2"})
+    bptt_std: float = field(
+        default=5.0, metadata={"help": "standard deviation of the drawn sequence length"})
+    min_seq_len: int = field(default=5, metadata={"help": "shortest drawn sequence length"})
+    valid_rows: int = field(
+        default=10, metadata={"help": "rows (parallel streams) of the validation split"})
+    eval_lm_rows: int = field(
+        default=1, metadata={"help": "rows of fairseq-eval-lm's split when --batch-size "
+                                     "is not given (paper: 1)"})
+    seed: int = II("common.seed")
+    train_subset: str = II("dataset.train_subset")
+    update_freq: List[int] = II("optimization.update_freq")
+
+
+def fail(message):
+    raise SystemExit(f"fairseq-awd: {message}")
+
+
+@register_task("variable_bptt_lm", dataclass=VariableBPTTLMConfig)
+class VariableBPTTLMTask(LanguageModelingTask):
+    carries_lstm_state = True  # awd_lstm checks this to know evaluation is a stream
+
+    def __init__(self, cfg, dictionary):
+        super().__init__(cfg, dictionary)
+        if cfg.bptt < cfg.min_seq_len:
+            fail(f"--bptt {cfg.bptt} is below --min-seq-len {cfg.min_seq_len}")
+        self.base_lr = self.scaled_lr = None
+        self.lr_update = None
+        self.drawn = deque(maxlen=max(cfg.update_freq))
+
+    @classmethod
+    def setup_task(cls, cfg, **kwargs):
+        path = os.path.join(cfg.data or "", "dict.txt")
+        if not os.path.exists(path):
+            fail(f"no {path}: point the task at a data-bin made by "
+                 "fairseq-preprocess --only-source")
+        return cls(cfg, Dictionary.load(path))
+
+    def build_model(self, cfg, from_checkpoint=False):
+        model = super().build_model(cfg, from_checkpoint)
+        decoder = getattr(model, "decoder", model)
+        if "stream" not in inspect.signature(decoder.forward).parameters:
+            fail("variable_bptt_lm carries the LSTM state inside the model: use --arch "
+                 "awd_lstm (or a decoder whose forward takes stream=)")
+        return model
+
+    def load_dataset(self, split, epoch=1, combine=False, **kwargs):
+        path = os.path.join(self.cfg.data, split)
+        sentences = data_utils.load_indexed_dataset(path, self.dictionary)
+        if sentences is None:
+            fail(f"no preprocessed split '{split}' in {self.cfg.data}: run "
+                 f"fairseq-preprocess --only-source with --{split}pref")
+        tokens = torch.cat([sentences[i] for i in range(len(sentences))]).long()
+        self.datasets[split] = TokenStream(tokens, split)
+        logger.info(f"{split}: {len(tokens):,} tokens as one stream")
+
+    def _iterator(self, stream, n_rows, windows, name, num_shards, shard_id,
+                  num_workers, epoch, data_buffer_size):
+        if n_rows < num_shards:
+            fail(f"{n_rows} rows of '{stream.split}' cannot be shared by {num_shards} ranks")
+        row_len = len(stream) // n_rows
+        if row_len <= self.cfg.min_seq_len:
+            fail(f"split '{stream.split}' has {len(stream):,} tokens: too few for {n_rows} rows "
+                 f"of more than {self.cfg.min_seq_len} tokens; use fewer rows (--batch-size)")
+        rows, row_ids = stream.rows(n_rows, shard_id, num_shards)
+        batches = BPTTBatches(rows, row_ids, name)
+        return iterators.EpochBatchIterator(
+            dataset=batches,
+            collate_fn=batches.collater,
+            batch_sampler=lambda dataset, ep: [[w] for w in windows(row_len, ep)],
+            seed=self.cfg.seed,
+            num_workers=num_workers,
+            epoch=epoch,
+            buffer_size=data_buffer_size,
+            disable_shuffling=True,  # the streams are read in order
+        )
+
+    def get_batch_iterator(self, dataset, max_tokens=None, max_sentences=None,
+                           max_positions=None, ignore_invalid_inputs=False,
+                           required_batch_size_multiple=1, seed=1, num_shards=1, shard_id=0,
+                           num_workers=0, epoch=1, data_buffer_size=0,
+                           disable_iterator_cache=False, skip_remainder_batch=False,
+                           grouped_shuffling=False, update_epoch_batch_itr=False):
+        if not isinstance(dataset, TokenStream):  # e.g. the hub's sentences
+            return super().get_batch_iterator(
+                dataset, max_tokens, max_sentences, max_positions, ignore_invalid_inputs,
+                required_batch_size_multiple, seed, num_shards, shard_id, num_workers, epoch,
+                data_buffer_size, disable_iterator_cache, skip_remainder_batch,
+                grouped_shuffling, update_epoch_batch_itr)
+        cfg = self.cfg
+        if dataset.split != cfg.train_subset:
+            return self._iterator(
+                dataset, cfg.valid_rows, lambda n, ep: eval_windows(n, cfg.bptt),
+                f"eval:{dataset.split}", num_shards, shard_id, num_workers, 1, data_buffer_size)
+        if max_sentences is None:
+            fail("variable_bptt_lm needs --batch-size: the number of rows each rank reads")
+        if max_tokens is not None:
+            fail("--max-tokens has no meaning for variable_bptt_lm (a batch is --batch-size "
+                 "rows times a drawn length): drop it")
+
+        def windows(row_len, ep):
+            return train_windows(row_len, cfg.bptt, cfg.bptt_full_prob, cfg.bptt_std,
+                                 cfg.min_seq_len, cfg.seed, ep)
+
+        return self._iterator(dataset, max_sentences * num_shards, windows, TRAIN_STREAM,
+                              num_shards, shard_id, num_workers, epoch, data_buffer_size)
+
+    def eval_lm_dataloader(self, dataset, max_tokens=36000, batch_size=None,
+                           max_positions=None, num_shards=1, shard_id=0, num_workers=1,
+                           data_buffer_size=10, context_window=0):
+        if context_window > 0:
+            fail("--context-window is for block-wise scoring; variable_bptt_lm carries the "
+                 "state through the whole split already: drop it")
+        itr = self._iterator(
+            dataset, batch_size or self.cfg.eval_lm_rows,
+            lambda n, ep: eval_windows(n, self.cfg.bptt), f"eval:{dataset.split}",
+            num_shards, shard_id, num_workers, 1, data_buffer_size)
+        return itr.next_epoch_itr(shuffle=False)
+
+    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        if not ignore_grad:
+            self._scale_lr(optimizer, update_num, sample["drawn_seq_len"])
+        # fairseq's dummy batch (OOM, empty rank) must not move the carried state.
+        sample = with_commit(sample, not ignore_grad)
+        return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+
+    def valid_step(self, sample, model, criterion):
+        if sample["net_input"]["stream"]["name"] == TRAIN_STREAM:
+            sample = with_commit(sample, False)  # the dummy batch fairseq kept from training
+        return super().valid_step(sample, model, criterion)
+
+    def _scale_lr(self, optimizer, update_num, drawn):
+        """lr × seq_len / bptt for this update, as the reference does around each step.
+        With --update-freq k, seq_len is the mean over the update's k batches (the
+        gradient is their token-weighted mean)."""
+        if update_num != self.lr_update:
+            current = optimizer.get_lr()
+            if current != self.scaled_lr:  # the scheduler has set a new value
+                self.base_lr = current
+            self.lr_update = update_num
+            self.drawn.clear()
+        self.drawn.append(drawn)
+        self.scaled_lr = self.base_lr * sum(self.drawn) / len(self.drawn) / self.cfg.bptt
+        optimizer.set_lr(self.scaled_lr)
+
+
+def with_commit(sample, commit):
+    net_input = sample["net_input"]
+    stream = {**net_input["stream"], "commit": commit}
+    return {**sample, "net_input": {**net_input, "stream": stream}}
