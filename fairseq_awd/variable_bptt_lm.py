@@ -59,6 +59,7 @@ class VariableBPTTLMTask(LanguageModelingTask):
 
     def __init__(self, cfg, dictionary):
         super().__init__(cfg, dictionary)
+        self.cfg = cfg  # LanguageModelingTask keeps it as self.args only
         if cfg.bptt < cfg.min_seq_len:
             fail(f"--bptt {cfg.bptt} is below --min-seq-len {cfg.min_seq_len}")
         self.base_lr = self.scaled_lr = None
