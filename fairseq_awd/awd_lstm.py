@@ -176,6 +176,14 @@ class AWDLSTMModel(FairseqLanguageModel):
     def reset_state(self, stream: Optional[str] = None):
         self.decoder.reset_state(stream)
 
+    def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
+        rows = state_dict["decoder.embed_tokens.weight"].size(0)
+        if rows != len(self.decoder.dictionary):
+            raise SystemExit(
+                f"fairseq-awd: the checkpoint's dictionary has {rows} symbols, the data's "
+                f"{len(self.decoder.dictionary)}: use the data-bin (dict.txt) it was trained on")
+        return super().load_state_dict(state_dict, strict, model_cfg, args)
+
 
 @register_model_architecture("awd_lstm", "awd_lstm_wt2")
 def awd_lstm_wt2(args):

@@ -44,3 +44,115 @@ def test_train_eval_lm_and_hub_on_language_modeling(data_bin, tmp_path):
     assert text.startswith("the") and len(text.split()) > 1
     scores = lm.score("the game was played")["positional_scores"]
     assert scores.shape == (4,) and (scores < 0).all()  # 3 next words + end of sentence
+
+
+TASK = ["--task", "variable_bptt_lm", "--bptt", "20", "--batch-size", "4", "--seed", "7",
+        "--optimizer", "nag", "--momentum", "0", "--lr", "30", "--clip-norm", "0.25",
+        "--cpu", "--no-epoch-checkpoints", "--log-format", "simple", "--num-workers", "0"]
+
+
+def train(data_bin, save_dir, *flags):
+    return run(sys.executable, "-m", "fairseq_cli.train", str(data_bin), "--user-dir", USER_DIR,
+               *TINY_MODEL, *TASK, "--save-dir", str(save_dir), *flags, cwd=save_dir.parent)
+
+
+def valid_losses(log):
+    return re.findall(r"valid on 'valid' subset \| loss ([\d.]+)", log)
+
+
+@pytest.fixture(scope="module")
+def trained(data_bin, tmp_path_factory):
+    save_dir = tmp_path_factory.mktemp("bptt") / "ck"
+    log = train(data_bin, save_dir, "--max-epoch", "2")
+    return save_dir, log
+
+
+def test_eval_lm_scores_the_test_split_as_one_stream(data_bin, trained):
+    from fairseq import checkpoint_utils
+
+    save_dir, _ = trained
+    out = run(sys.executable, "-m", "fairseq_cli.eval_lm", str(data_bin), "--user-dir", USER_DIR,
+              "--task", "variable_bptt_lm", "--bptt", "20",
+              "--path", str(save_dir / "checkpoint_best.pt"), "--cpu", cwd=save_dir)
+    ppl = float(re.search(r"Perplexity: ([\d.]+)", out).group(1))
+    n_scored = int(re.search(r"Evaluated ([\d,]+) tokens", out).group(1).replace(",", ""))
+
+    models, _, task = checkpoint_utils.load_model_ensemble_and_task(
+        [str(save_dir / "checkpoint_best.pt")], arg_overrides={"data": str(data_bin)})
+    model = models[0].eval()
+    task.load_dataset("test")
+    tokens = task.dataset("test").tokens
+    state, total = {}, 0.0
+    with torch.no_grad():
+        for t in range(len(tokens) - 1):
+            out_t = model.decoder(tokens[None, : t + 1], incremental_state=state)
+            lprobs = model.get_normalized_probs(out_t, log_probs=True)
+            total -= lprobs[0, -1, tokens[t + 1]].item()
+    assert n_scored == len(tokens) - 1  # fairseq divides by N-1 predictions
+    manual = torch.exp(torch.tensor(total / (len(tokens) - 1), dtype=torch.float64)).item()
+    assert ppl == pytest.approx(manual, rel=1e-4)
+
+
+def test_eval_lm_with_the_default_task_warns_with_the_right_flag(data_bin, trained):
+    save_dir, _ = trained
+    out = run(sys.executable, "-m", "fairseq_cli.eval_lm", str(data_bin), "--user-dir", USER_DIR,
+              "--path", str(save_dir / "checkpoint_best.pt"), "--cpu", "--tokens-per-sample",
+              "20", "--batch-size", "4", cwd=save_dir)
+    assert "use --task variable_bptt_lm" in out
+
+
+def test_resume_at_an_epoch_boundary_is_bit_identical(data_bin, trained, tmp_path):
+    save_dir, log = trained
+    part = tmp_path / "ck"
+    train(data_bin, part, "--max-epoch", "1")
+    resumed = train(data_bin, part, "--max-epoch", "2")
+    assert re.search(r"Loaded checkpoint .* \(epoch 2 @ \d+ updates\)", resumed)
+    assert valid_losses(resumed) == valid_losses(log)[1:]
+    a = torch.load(save_dir / "checkpoint_last.pt")["model"]
+    b = torch.load(part / "checkpoint_last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_update_freq_mid_epoch_validation_and_max_update(data_bin, tmp_path):
+    log = train(data_bin, tmp_path / "ck", "--update-freq", "2",
+                "--validate-interval-updates", "10", "--max-update", "25")
+    assert len(valid_losses(log)) == 3  # at updates 10, 20 and the final 25
+    assert re.search(r"num_updates 25\b", log)
+
+
+def test_two_cpu_processes_share_the_rows(data_bin, tmp_path):
+    import subprocess
+    from conftest import ENV
+    from fairseq_awd.bptt_batches import train_windows
+
+    flags = [sys.executable, "-m", "fairseq_cli.train", str(data_bin), "--user-dir", USER_DIR,
+             *TINY_MODEL, *TASK, "--save-dir", str(tmp_path / "ck"), "--max-epoch", "1",
+             "--distributed-world-size", "2", "--distributed-init-method",
+             "tcp://127.0.0.1:29517", "--distributed-no-spawn",
+             "--distributed-backend", "gloo", "--ddp-backend", "legacy_ddp"]
+    procs = [subprocess.Popen(flags + ["--distributed-rank", str(r)], env=ENV, cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for r in (0, 1)]
+    logs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
+    stream_len = int(re.search(r"train: ([\d,]+) tokens", logs[0]).group(1).replace(",", ""))
+    # the corpus cut into 4 x 2 rows; both ranks read the same windows, so an epoch
+    # has as many updates as one rank's windows
+    windows = train_windows(stream_len // 8, 20, 0.95, 5.0, 5, seed=7, epoch=1)
+    assert re.search(rf"\| bsz 8 \| num_updates {len(windows)} ", logs[0]), logs[0][-2000:]
+
+
+def test_a_checkpoint_with_another_dictionary_gets_one_line(data_bin, trained, tmp_path):
+    save_dir, _ = trained
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "t.txt").write_text("a b c d\n" * 50)
+    run(sys.executable, "-m", "fairseq_cli.preprocess", "--only-source", "--trainpref", "t.txt",
+        "--testpref", "t.txt", "--destdir", "bin", cwd=other)
+    import subprocess
+    proc = subprocess.run([sys.executable, "-m", "fairseq_cli.eval_lm", str(other / "bin"),
+                           "--user-dir", USER_DIR, "--task", "variable_bptt_lm", "--path",
+                           str(save_dir / "checkpoint_best.pt"), "--cpu"],
+                          capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "use the data-bin (dict.txt) it was trained on" in proc.stderr.splitlines()[-1]
