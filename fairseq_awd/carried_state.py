@@ -7,7 +7,8 @@ offset a batch starts, so that:
 - offset 0 starts from a zero state;
 - a batch that is run again (OOM retry, NaN check) finds the state it started
   from, and a dummy batch (commit=False) leaves the stream untouched;
-- a batch that does not continue its stream is an error, not silent garbage.
+- a batch that does not continue its stream (resumed mid-epoch) starts from
+  zeros with a warning, never from another batch's state.
 Without offsets (a task of fairseq's own) the state simply follows on while the
 batch size stays the same.
 """

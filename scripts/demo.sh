@@ -12,12 +12,13 @@ fairseq-preprocess --only-source --trainpref data/wt2-slice/train.txt \
     --destdir "$OUT/data-bin" --workers 2
 
 fairseq-train "$OUT/data-bin" --user-dir fairseq_awd --cpu --seed 141 \
-    --task language_modeling --tokens-per-sample 35 --batch-size 20 \
+    --task variable_bptt_lm --bptt 35 --batch-size 20 \
     --arch awd_lstm --decoder-embed-dim 200 --decoder-hidden-size 400 --input-dropout 0.5 \
     --criterion ar_tar_cross_entropy --ar-alpha 2 --tar-beta 1 \
     --optimizer nag --momentum 0 --weight-decay 1.2e-6 --lr 30 --clip-norm 0.25 \
-    --max-update ${MAX_UPDATE:-300} --log-format simple --log-interval 50 \
+    --max-epoch ${MAX_EPOCH:-1} --log-format simple --log-interval 50 \
     --save-dir "$OUT/checkpoints" --no-epoch-checkpoints
 
-fairseq-eval-lm "$OUT/data-bin" --user-dir fairseq_awd --cpu \
-    --path "$OUT/checkpoints/checkpoint_best.pt" --tokens-per-sample 35 --batch-size 10
+# The test split as one stream (one row), the LSTM state carried through it.
+fairseq-eval-lm "$OUT/data-bin" --user-dir fairseq_awd --cpu --task variable_bptt_lm \
+    --bptt 35 --path "$OUT/checkpoints/checkpoint_best.pt"
