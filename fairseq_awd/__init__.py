@@ -1,2 +1,2 @@
 """AWD-LSTM (Merity, Keskar & Socher 2017) as fairseq plugins: import registers them."""
-from . import ar_tar_criterion, awd_lstm, variable_bptt_lm  # noqa: F401
+from . import ar_tar_criterion, awd_lstm, nt_asgd, variable_bptt_lm  # noqa: F401
