@@ -1,0 +1,118 @@
+"""nt_asgd through fairseq-train: the switch, averaged checkpoints, resume, finetune,
+mixed precision, and the misuse errors."""
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import ENV, USER_DIR, run
+
+pytestmark = pytest.mark.slow
+
+TASK = ["--task", "variable_bptt_lm", "--bptt", "20"]
+COMMON = ["--user-dir", USER_DIR, "--batch-size", "4", "--seed", "7", "--arch", "awd_lstm", "--decoder-embed-dim", "32",
+         "--decoder-hidden-size", "64", "--criterion", "ar_tar_cross_entropy",
+         "--optimizer", "nt_asgd", "--lr", "30", "--clip-norm", "0.25", "--cpu",
+         "--no-epoch-checkpoints", "--log-format", "simple", "--num-workers", "0"]
+FLAGS = TASK + COMMON
+
+
+def train(data_bin, save_dir, *flags):
+    return run(sys.executable, "-m", "fairseq_cli.train", str(data_bin), *FLAGS,
+               "--save-dir", str(save_dir), *flags, cwd=save_dir.parent)
+
+
+def valid_losses(log):
+    return re.findall(r"valid on 'valid' subset \| loss ([\d.]+)", log)
+
+
+def params_and_state(path):
+    ckpt = torch.load(path)  # torch's default weights_only loader
+    params = list(ckpt["model"].values())
+    state = ckpt["last_optimizer_state"]["state"]
+    return params, [state[i] for i in range(len(params))], ckpt
+
+
+@pytest.fixture(scope="module")
+def switched(data_bin, tmp_path_factory):
+    save_dir = tmp_path_factory.mktemp("ntasgd") / "ck"
+    return save_dir, train(data_bin, save_dir, "--nonmono", "0", "--max-epoch", "4")
+
+
+def test_switch_and_averaged_validation_and_checkpoints(data_bin, switched):
+    save_dir, log = switched
+    assert len(re.findall("NT-ASGD: switching to averaged SGD at epoch 2, update", log)) == 1
+    params, state, ckpt = params_and_state(save_dir / "checkpoint_last.pt")
+    # the checkpoint's model is the average; the raw weights wait in the optimizer
+    assert all(torch.equal(p, s["ax"]) for p, s in zip(params, state))
+    assert not all(torch.equal(p, s["raw"]) for p, s in zip(params, state))
+    # eval-lm on the validation split read as 10 rows reproduces the logged validation
+    # loss: validation ran on the same (averaged) weights
+    out = run(sys.executable, "-m", "fairseq_cli.eval_lm", str(data_bin), "--user-dir",
+              USER_DIR, "--task", "variable_bptt_lm", "--bptt", "20", "--gen-subset", "valid",
+              "--batch-size", "10", "--path", str(save_dir / "checkpoint_last.pt"), "--cpu",
+              cwd=save_dir)
+    loss = float(re.search(r"Loss \(base 2\): ([\d.]+)", out).group(1))
+    assert loss == pytest.approx(float(valid_losses(log)[-1]), abs=6e-4)
+
+
+def test_resume_after_the_switch_is_bit_identical(data_bin, switched, tmp_path):
+    save_dir, log = switched
+    part = tmp_path / "ck"
+    train(data_bin, part, "--nonmono", "0", "--max-epoch", "3")
+    resumed = train(data_bin, part, "--nonmono", "0", "--max-epoch", "4")
+    assert valid_losses(resumed) == valid_losses(log)[3:]
+    a, a_state, _ = params_and_state(save_dir / "checkpoint_last.pt")
+    b, b_state, _ = params_and_state(part / "checkpoint_last.pt")
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert all(torch.equal(x["ax"], y["ax"]) and torch.equal(x["raw"], y["raw"])
+               for x, y in zip(a_state, b_state))
+
+
+def test_finetune_stops_by_the_nonmono_rule(data_bin, switched, tmp_path):
+    save_dir, _ = switched
+    # a small training split overfits, so validation turns worse within a few epochs
+    lines = open(data_bin.parent / "train.txt").readlines()[:60]
+    (tmp_path / "train.txt").write_text("".join(lines))
+    run(sys.executable, "-m", "fairseq_cli.preprocess", "--only-source", "--srcdict",
+        str(data_bin / "dict.txt"), "--trainpref", "train.txt", "--validpref",
+        str(data_bin.parent / "valid.txt"), "--destdir", "small", cwd=tmp_path)
+    log = train(tmp_path / "small", tmp_path / "ft", "--asgd-from-start", "--nonmono", "1",
+                "--finetune-from-model", str(save_dir / "checkpoint_best.pt"),
+                "--stop-min-lr", "0", "--max-epoch", "40", "--dropout", "0",
+                "--hidden-dropout", "0", "--input-dropout", "0", "--embed-dropout", "0",
+                "--weight-drop", "0")
+    assert "NT-ASGD finetune: validation stopped improving" in log
+    assert "stopping training because current learning rate (0.0)" in log
+    losses = [float(x) for x in valid_losses(log)]
+    assert len(losses) < 40 and losses[-1] > min(losses[:-2])
+
+
+def test_amp_and_fp16_train_with_nt_asgd(data_bin, switched, tmp_path):
+    _, log = switched
+    amp = train(data_bin, tmp_path / "amp", "--nonmono", "0", "--max-epoch", "3", "--amp")
+    # on a CPU AMP's scaler and autocast switch off: the wrapper must change nothing
+    assert valid_losses(amp) == valid_losses(log)[:3]
+    fp16 = train(data_bin, tmp_path / "fp16", "--nonmono", "0", "--max-epoch", "3", "--fp16",
+                 "--fp16-no-flatten-grads")
+    assert "NT-ASGD: switching to averaged SGD" in fp16
+    params, state, _ = params_and_state(tmp_path / "fp16" / "checkpoint_last.pt")
+    # the average is kept in fp32; the fp16 model ran with it rounded (fairseq saves
+    # the fp16 weights cast back to fp32)
+    assert state[0]["ax"].dtype == torch.float32
+    assert all(torch.equal(p, s["ax"].half().float()) for p, s in zip(params, state))
+    assert not all(torch.equal(p, s["ax"]) for p, s in zip(params, state))
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--task", "language_modeling", "--tokens-per-sample", "20"], "--task variable_bptt_lm"),
+    (TASK + ["--disable-validation"], "drop --disable-validation"),
+])
+def test_misuse_gets_one_line(data_bin, tmp_path, flags, message):
+    cmd = [sys.executable, "-m", "fairseq_cli.train", str(data_bin), *COMMON,
+           "--save-dir", str(tmp_path / "ck"), "--max-update", "3", *flags]
+    proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode != 0
+    assert message in proc.stderr.strip().splitlines()[-1]
