@@ -17,5 +17,5 @@ setup(
         # fairseq-fixed still calls np.compat, which numpy 2 removed.
         "numpy<2",
     ],
-    extras_require={"test": ["pytest"]},
+    extras_require={"plot": ["matplotlib"], "test": ["pytest", "matplotlib"]},
 )

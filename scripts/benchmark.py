@@ -1,18 +1,27 @@
-"""Training speed of awd_lstm: weight drop 0.5 against weight drop 0, same model.
+"""Training and evaluation speed of awd_lstm against fairseq's own lstm_lm.
 
-Both settings are timed in one run, alternating step by step, so that machine
-noise hits both alike; the figure that matters is the ratio. Prints one table
-and writes it as JSON.
+One run, one table (and JSON): training tokens/s of awd_lstm (weight drop 0.5 and
+0) and of lstm_lm of the same sizes, interleaved step by step so that machine noise
+hits all alike (the ratios are the figures to read); evaluation tokens/s as
+fairseq-eval-lm runs it (awd_lstm: one row carrying its state; lstm_lm: blocks);
+peak memory of each, from a short run in its own process (on a CPU: the peak
+resident memory above what the imports took). On a CUDA GPU also
+awd_lstm with AMP (fp16 autocast and a GradScaler).
 
     OMP_NUM_THREADS=2 python scripts/benchmark.py --size small --steps 20
 """
 import argparse
 import json
 import statistics
+import subprocess
+import sys
 import time
+from argparse import Namespace
 
 import torch
+import torch.nn.functional as F
 from fairseq.data import Dictionary
+from fairseq.models.lstm_lm import LSTMLanguageModel, base_architecture
 from fairseq.tasks.language_modeling import LanguageModelingConfig, LanguageModelingTask
 
 from fairseq_awd.ar_tar_criterion import ARTARCrossEntropyCriterion
@@ -24,26 +33,122 @@ SIZES = {  # embedding, hidden, vocabulary
 }
 
 
-def build(weight_drop, embed, hidden, vocab, device):
+def task_for(vocab):
     d = Dictionary()
     for i in range(vocab - len(d)):
         d.add_symbol(f"w{i}")
+    return LanguageModelingTask(LanguageModelingConfig(), d, d)
+
+
+def build(name, embed, hidden, task):
+    """A model and its loss function (tokens, targets) -> mean loss."""
+    if name == "lstm_lm":
+        args = Namespace(decoder_embed_dim=embed, decoder_hidden_size=hidden, decoder_layers=3,
+                         decoder_out_embed_dim=embed, share_decoder_input_output_embed=True,
+                         dropout=0.4, criterion="cross_entropy", max_target_positions=None)
+        base_architecture(args)
+        model = LSTMLanguageModel.build_model(args, task)
+
+        def loss(tokens, target):
+            logits = model(tokens)[0]
+            return F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1))
+        return model, loss
+    weight_drop = 0.0 if name == "awd_lstm wd0" else 0.5
     cfg = AWDLSTMConfig(decoder_embed_dim=embed, decoder_hidden_size=hidden,
                         weight_drop=weight_drop)
-    model = AWDLSTMModel(AWDLSTMDecoder(cfg, d)).to(device).train()
-    task = LanguageModelingTask(LanguageModelingConfig(), d, d)
+    model = AWDLSTMModel(AWDLSTMDecoder(cfg, task.dictionary))
     crit = ARTARCrossEntropyCriterion(task, ar_alpha=2.0, tar_beta=1.0)
-    return model, crit, torch.optim.SGD(model.parameters(), lr=30, weight_decay=1.2e-6)
+
+    def loss(tokens, target):
+        sample = {"net_input": {"src_tokens": tokens}, "target": target,
+                  "ntokens": target.numel()}
+        total, sample_size, _ = crit(model, sample)
+        return total / sample_size
+    return model, loss
 
 
-def step(model, crit, opt, sample, device):
-    opt.zero_grad()
-    loss, sample_size, _ = crit(model, sample)
-    (loss / sample_size).backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
-    opt.step()
+class Trainer:
+    def __init__(self, name, args, task):
+        embed, hidden, _ = SIZES[args.size]
+        self.amp = name.endswith("amp")
+        self.model, self.loss = build(name.replace(" amp", ""), embed, hidden, task)
+        self.model.to(args.device).train()
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=30, weight_decay=1.2e-6)
+        self.scaler = torch.amp.GradScaler(args.device, enabled=self.amp)
+        self.device = args.device
+
+    def step(self, tokens):
+        self.opt.zero_grad()
+        with torch.autocast(self.device, dtype=torch.float16, enabled=self.amp):
+            loss = self.loss(tokens[:, :-1], tokens[:, 1:])
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.opt)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 0.25)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+
+    @torch.no_grad()
+    def evaluate(self, stream, bptt):
+        """fairseq-eval-lm's work: the stream in windows, one row."""
+        self.model.eval()
+        for offset in range(0, stream.size(1) - 1, bptt):
+            window = stream[:, offset : offset + bptt]
+            if isinstance(self.model, AWDLSTMModel):
+                self.model(window, stream={"name": "bench", "offset": offset, "commit": True})
+            else:
+                self.model(window)
+        self.model.train()
+
+
+def sync(device):
     if device == "cuda":
         torch.cuda.synchronize()
+
+
+def timed(fn, device):
+    sync(device)
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def configs(device):
+    names = ["awd_lstm wd0.5", "awd_lstm wd0", "lstm_lm"]
+    return names + ["awd_lstm wd0.5 amp"] if device == "cuda" else names
+
+
+def peak_memory_mb(args, name):
+    """Peak memory of 3 training steps of one model, in a process of its own."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--size", args.size, "--batch-size", str(args.batch_size),
+         "--bptt", str(args.bptt), "--device", args.device, "--memory-of", name],
+        capture_output=True, text=True, check=True).stdout
+    return float(out.split()[-1])
+
+
+def status_mb(field):
+    """VmRSS (now) or VmHWM (peak since the last reset) of this process, Linux."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) / 1024 for line in f if line.startswith(field + ":"))
+
+
+def memory_of(args, name):
+    """CPU: peak resident memory above what the imports left (model, activations, grads)."""
+    if args.device == "cpu":
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset the peak: the imports' own peak would hide a small model
+        before = status_mb("VmRSS")
+    task = task_for(SIZES[args.size][2])
+    trainer = Trainer(name, args, task)
+    tokens = torch.randint(4, len(task.dictionary), (args.batch_size, args.bptt + 1),
+                           device=args.device)
+    for _ in range(3):
+        trainer.step(tokens)
+    if args.device == "cuda":
+        print(torch.cuda.max_memory_allocated() / 2**20)
+    else:
+        print(status_mb("VmHWM") - before)
 
 
 def main():
@@ -52,35 +157,57 @@ def main():
     p.add_argument("--batch-size", type=int, default=20)
     p.add_argument("--bptt", type=int, default=70)
     p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--eval-tokens", type=int, default=20000)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--json", default="benchmark.json")
+    p.add_argument("--memory-of", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.memory_of:
+        return memory_of(args, args.memory_of)
 
-    embed, hidden, vocab = SIZES[args.size]
-    runs = {wd: build(wd, embed, hidden, vocab, args.device) for wd in (0.0, 0.5)}
+    task = task_for(SIZES[args.size][2])
+    vocab = len(task.dictionary)
+    trainers = {name: Trainer(name, args, task) for name in configs(args.device)}
     tokens = torch.randint(4, vocab, (args.batch_size, args.bptt + 1), device=args.device)
-    sample = {"net_input": {"src_tokens": tokens[:, :-1]}, "target": tokens[:, 1:],
-              "ntokens": tokens[:, 1:].numel()}
-    times = {wd: [] for wd in runs}
+    times = {name: [] for name in trainers}
     for i in range(args.steps + 2):
-        for wd, run in runs.items():
-            start = time.perf_counter()
-            step(*run, sample, args.device)
+        for name, trainer in trainers.items():
+            seconds = timed(lambda: trainer.step(tokens), args.device)
             if i >= 2:  # the first steps warm up allocators and kernels
-                times[wd].append(time.perf_counter() - start)
-
-    tps = {wd: sample["ntokens"] / statistics.median(t) for wd, t in times.items()}
-    result = {
-        "device": args.device, "size": args.size, "batch_size": args.batch_size,
-        "bptt": args.bptt, "steps": args.steps,
-        "train_tokens_per_s_weight_drop_0": round(tps[0.0]),
-        "train_tokens_per_s_weight_drop_0.5": round(tps[0.5]),
-        "ratio_weight_drop_0.5_over_0": round(tps[0.5] / tps[0.0], 3),
+                times[name].append(seconds)
+    stream = torch.randint(4, vocab, (1, args.eval_tokens), device=args.device)
+    rows = []
+    for name, trainer in trainers.items():
+        train_tps = tokens[:, 1:].numel() / statistics.median(times[name])
+        eval_tps = (args.eval_tokens - 1) / timed(lambda: trainer.evaluate(stream, args.bptt),
+                                                  args.device)
+        rows.append({"model": name, "train_tokens_per_s": round(train_tps),
+                     "eval_tokens_per_s": round(eval_tps),
+                     "peak_memory_mb": round(peak_memory_mb(args, name))})
+    by = {r["model"]: r for r in rows}
+    ratios = {
+        "awd_lstm_over_lstm_lm_train": by["awd_lstm wd0.5"]["train_tokens_per_s"]
+        / by["lstm_lm"]["train_tokens_per_s"],
+        "weight_drop_0.5_over_0_train": by["awd_lstm wd0.5"]["train_tokens_per_s"]
+        / by["awd_lstm wd0"]["train_tokens_per_s"],
+        "awd_lstm_over_lstm_lm_eval": by["awd_lstm wd0.5"]["eval_tokens_per_s"]
+        / by["lstm_lm"]["eval_tokens_per_s"],
     }
-    for k, v in result.items():
-        print(f"{k:40s} {v}")
+    if "awd_lstm wd0.5 amp" in by:
+        ratios["amp_over_fp32_train"] = (by["awd_lstm wd0.5 amp"]["train_tokens_per_s"]
+                                         / by["awd_lstm wd0.5"]["train_tokens_per_s"])
+    ratios = {k: round(v, 3) for k, v in ratios.items()}
+
+    print(f"device {args.device}, size {args.size} {SIZES[args.size]}, batch {args.batch_size}, "
+          f"bptt {args.bptt}, {args.steps} timed steps")
+    print(f"{'model':22s} {'train tok/s':>12s} {'eval tok/s':>11s} {'peak MB':>8s}")
+    for r in rows:
+        print(f"{r['model']:22s} {r['train_tokens_per_s']:12d} {r['eval_tokens_per_s']:11d} "
+              f"{r['peak_memory_mb']:8d}")
+    for k, v in ratios.items():
+        print(f"{k:32s} {v}")
     with open(args.json, "w") as f:
-        json.dump(result, f, indent=1)
+        json.dump({"settings": vars(args), "rows": rows, "ratios": ratios}, f, indent=1)
 
 
 if __name__ == "__main__":

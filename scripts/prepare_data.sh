@@ -1,0 +1,13 @@
+# Sourced by prepare-ptb.sh and prepare-wikitext-2.sh: binarize train/valid/test.txt
+# of $1 into $2 with one dictionary over all three files, as the reference's corpus
+# reader builds it (and no padding of the vocabulary to a multiple of 8).
+binarize() {
+    local src=$1 dest=$2
+    cat "$src"/{train,valid,test}.txt > "$src/all.txt"
+    fairseq-preprocess --only-source --dict-only --padding-factor 1 \
+        --trainpref "$src/all.txt" --destdir "$dest" --workers "${WORKERS:-4}"
+    fairseq-preprocess --only-source --srcdict "$dest/dict.txt" --trainpref "$src/train.txt" \
+        --validpref "$src/valid.txt" --testpref "$src/test.txt" --destdir "$dest" \
+        --workers "${WORKERS:-4}"
+    rm "$src/all.txt"
+}

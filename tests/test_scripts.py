@@ -1,0 +1,42 @@
+"""The scripts users run on their own logs and machines."""
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ENV, ROOT
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from plot_learning_curve import read_log  # noqa: E402
+
+LOG = """\
+2026-11-25 16:00:00 | INFO | valid | epoch 001 | valid on 'valid' subset | loss 9.3 | ar 0.01 | tar 0.008 | ppl 645.8 | wps 1 | num_updates 365
+2026-11-25 16:00:01 | INFO | valid | epoch 002 | valid on 'valid' subset | loss 8.8 | ppl 470.1 | wps 1 | num_updates 730
+2026-11-25 16:00:02 | INFO | fairseq_awd.nt_asgd | NT-ASGD: switching to averaged SGD at epoch 3, update 1095 (validation loss 8.9)
+2026-11-25 16:00:02 | INFO | valid | epoch 003 | valid on 'valid' subset | loss 8.9 | ppl 480.0 | wps 1 | num_updates 1095
+2026-11-25 16:00:03 | INFO | valid | epoch 003 | valid on 'valid' subset | loss 8.7 | ppl 415.2 | wps 1 | num_updates 1100
+"""
+
+
+def test_learning_curve_reads_validations_and_the_switch(tmp_path):
+    log = tmp_path / "run" / "train.log"
+    log.parent.mkdir()
+    log.write_text(LOG)
+    assert read_log(log) == ([1, 2, 3], [645.8, 470.1, 415.2], 3)
+    out = tmp_path / "curve.png"
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "plot_learning_curve.py"), str(log),
+                    str(log), "--labels", "a", "b", "-o", str(out)], check=True, env=ENV)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_benchmark_prints_its_table(tmp_path):
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--size", "small", "--steps",
+         "1", "--batch-size", "2", "--bptt", "10", "--eval-tokens", "50", "--json",
+         str(tmp_path / "b.json")], check=True, env=ENV, capture_output=True, text=True).stdout
+    for name in ("awd_lstm wd0.5", "awd_lstm wd0", "lstm_lm", "weight_drop_0.5_over_0_train"):
+        assert name in out
+    import json
+    rows = json.loads((tmp_path / "b.json").read_text())["rows"]
+    assert all(r["train_tokens_per_s"] > 0 and r["peak_memory_mb"] > 0 for r in rows)
