@@ -119,20 +119,18 @@ class FairseqNTASGD(FairseqOptimizer):
         history = info["val_losses"]
         # history[:-n] as the reference, but n = 0 means all earlier validations.
         worse = len(history) > n and loss > min(history[: len(history) - n])
-        if not info["averaging"]:
-            if worse:
-                info["averaging"] = True
-                logger.info(f"NT-ASGD: switching to averaged SGD at epoch {epoch}, "
-                            f"update {num_updates} (validation loss {loss:.4f})")
-            else:
-                history.append(loss)
-        elif self.cfg.asgd_from_start:
-            if worse:
-                info["finished"] = True
-                logger.info(f"NT-ASGD finetune: validation stopped improving at epoch {epoch}, "
-                            f"update {num_updates}: done (lr 0)")
-            else:
-                history.append(loss)
+        if info["averaging"] and not self.cfg.asgd_from_start:
+            return  # after the switch the reference keeps no history
+        if not worse:
+            history.append(loss)
+        elif info["averaging"]:
+            info["finished"] = True
+            logger.info(f"NT-ASGD finetune: validation stopped improving at epoch {epoch}, "
+                        f"update {num_updates}: done (lr 0)")
+        else:
+            info["averaging"] = True
+            logger.info(f"NT-ASGD: switching to averaged SGD at epoch {epoch}, "
+                        f"update {num_updates} (validation loss {loss:.4f})")
 
     def _params(self):
         return [p for g in self._optimizer.param_groups for p in g["params"]]

@@ -15,7 +15,7 @@ fairseq-train "$OUT/data-bin" --user-dir fairseq_awd --cpu --seed 141 \
     --task variable_bptt_lm --bptt 35 --batch-size 20 \
     --arch awd_lstm --decoder-embed-dim 200 --decoder-hidden-size 400 --input-dropout 0.5 \
     --criterion ar_tar_cross_entropy --ar-alpha 2 --tar-beta 1 \
-    --optimizer nag --momentum 0 --weight-decay 1.2e-6 --lr 30 --clip-norm 0.25 \
+    --optimizer nt_asgd --nonmono 5 --weight-decay 1.2e-6 --lr 30 --clip-norm 0.25 \
     --max-epoch ${MAX_EPOCH:-1} --log-format simple --log-interval 50 \
     --save-dir "$OUT/checkpoints" --no-epoch-checkpoints
 
