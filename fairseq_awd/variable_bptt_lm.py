@@ -96,8 +96,8 @@ class VariableBPTTLMTask(LanguageModelingTask):
         self.datasets[split] = TokenStream(tokens, split)
         logger.info(f"{split}: {len(tokens):,} tokens as one stream")
 
-    def _iterator(self, stream, n_rows, windows, name, num_shards, shard_id,
-                  num_workers, epoch, data_buffer_size):
+    def _iterator(self, stream, n_rows, windows, name, num_shards, shard_id, epoch,
+                  data_buffer_size):
         if n_rows < num_shards:
             fail(f"{n_rows} rows of '{stream.split}' cannot be shared by {num_shards} ranks")
         row_len = len(stream) // n_rows
@@ -111,7 +111,9 @@ class VariableBPTTLMTask(LanguageModelingTask):
             collate_fn=batches.collater,
             batch_sampler=lambda dataset, ep: [[w] for w in windows(row_len, ep)],
             seed=self.cfg.seed,
-            num_workers=num_workers,
+            # A batch is a slice of a tensor in memory: a loader process would only
+            # add its start-up (seconds per epoch and per validation) and copies.
+            num_workers=0,
             epoch=epoch,
             buffer_size=data_buffer_size,
             disable_shuffling=True,  # the streams are read in order
@@ -133,7 +135,7 @@ class VariableBPTTLMTask(LanguageModelingTask):
         if dataset.split != cfg.train_subset:
             return self._iterator(
                 dataset, cfg.valid_rows, lambda n, ep: eval_windows(n, cfg.bptt),
-                f"eval:{dataset.split}", num_shards, shard_id, num_workers, 1, data_buffer_size)
+                f"eval:{dataset.split}", num_shards, shard_id, 1, data_buffer_size)
         if max_sentences is None:
             fail("variable_bptt_lm needs --batch-size: the number of rows each rank reads")
         if max_tokens is not None:
@@ -145,7 +147,7 @@ class VariableBPTTLMTask(LanguageModelingTask):
                                  cfg.min_seq_len, cfg.seed, ep)
 
         return self._iterator(dataset, max_sentences * num_shards, windows, TRAIN_STREAM,
-                              num_shards, shard_id, num_workers, epoch, data_buffer_size)
+                              num_shards, shard_id, epoch, data_buffer_size)
 
     def eval_lm_dataloader(self, dataset, max_tokens=36000, batch_size=None,
                            max_positions=None, num_shards=1, shard_id=0, num_workers=1,
@@ -156,7 +158,7 @@ class VariableBPTTLMTask(LanguageModelingTask):
         itr = self._iterator(
             dataset, batch_size or self.cfg.eval_lm_rows,
             lambda n, ep: eval_windows(n, self.cfg.bptt), f"eval:{dataset.split}",
-            num_shards, shard_id, num_workers, 1, data_buffer_size)
+            num_shards, shard_id, 1, data_buffer_size)
         return itr.next_epoch_itr(shuffle=False)
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):

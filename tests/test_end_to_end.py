@@ -48,7 +48,7 @@ def test_train_eval_lm_and_hub_on_language_modeling(data_bin, tmp_path):
 
 TASK = ["--task", "variable_bptt_lm", "--bptt", "20", "--batch-size", "4", "--seed", "7",
         "--optimizer", "nag", "--momentum", "0", "--lr", "30", "--clip-norm", "0.25",
-        "--cpu", "--no-epoch-checkpoints", "--log-format", "simple", "--num-workers", "0"]
+        "--cpu", "--no-epoch-checkpoints", "--log-format", "simple"]
 
 
 def train(data_bin, save_dir, *flags):
@@ -91,6 +91,17 @@ def test_eval_lm_scores_the_test_split_as_one_stream(data_bin, trained):
     assert n_scored == len(tokens) - 1  # fairseq divides by N-1 predictions
     manual = torch.exp(torch.tensor(total / (len(tokens) - 1), dtype=torch.float64)).item()
     assert ppl == pytest.approx(manual, rel=1e-4)
+
+
+def test_hub_on_a_variable_bptt_checkpoint(data_bin, trained):
+    save_dir, _ = trained
+    lm = AWDLSTMModel.from_pretrained(str(save_dir), "checkpoint_best.pt",
+                                      data_name_or_path=str(data_bin), user_dir=USER_DIR)
+    assert type(lm.task).__name__ == "VariableBPTTLMTask"
+    assert lm.sample("the", beam=1, sampling=True, max_len_b=8).startswith("the")
+    first = lm.score("the game was played")["positional_scores"]
+    again = lm.score("the game was played")["positional_scores"]
+    assert torch.equal(first, again)  # sentences are scored from a zero state each time
 
 
 def test_eval_lm_with_the_default_task_warns_with_the_right_flag(data_bin, trained):

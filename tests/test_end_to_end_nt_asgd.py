@@ -12,10 +12,10 @@ from conftest import ENV, USER_DIR, run
 pytestmark = pytest.mark.slow
 
 TASK = ["--task", "variable_bptt_lm", "--bptt", "20"]
-COMMON = ["--user-dir", USER_DIR, "--batch-size", "4", "--seed", "7", "--arch", "awd_lstm", "--decoder-embed-dim", "32",
-         "--decoder-hidden-size", "64", "--criterion", "ar_tar_cross_entropy",
-         "--optimizer", "nt_asgd", "--lr", "30", "--clip-norm", "0.25", "--cpu",
-         "--no-epoch-checkpoints", "--log-format", "simple", "--num-workers", "0"]
+COMMON = ["--user-dir", USER_DIR, "--batch-size", "4", "--seed", "7", "--arch", "awd_lstm",
+          "--decoder-embed-dim", "32", "--decoder-hidden-size", "64",
+          "--criterion", "ar_tar_cross_entropy", "--optimizer", "nt_asgd", "--lr", "30",
+          "--clip-norm", "0.25", "--cpu", "--no-epoch-checkpoints", "--log-format", "simple"]
 FLAGS = TASK + COMMON
 
 

@@ -65,7 +65,7 @@ def test_hydra_trains_in_bf16_with_nt_asgd(data_bin, tmp_path):
            f"common.user_dir={USER_DIR}", "common.cpu=true", "common.bf16=true",
            "common.seed=7", "model.decoder_embed_dim=32", "model.decoder_hidden_size=64",
            "optimization.max_epoch=3", "dataset.batch_size=4", "task.bptt=20",
-           "optimizer.nonmono=0", "dataset.num_workers=0",
+           "optimizer.nonmono=0",
            f"checkpoint.save_dir={tmp_path / 'ck'}", f"hydra.run.dir={tmp_path}"]
     proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, cwd=tmp_path)
     log = proc.stdout + proc.stderr
