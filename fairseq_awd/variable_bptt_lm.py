@@ -119,6 +119,11 @@ class VariableBPTTLMTask(LanguageModelingTask):
             disable_shuffling=True,  # the streams are read in order
         )
 
+    def _eval_iterator(self, stream, n_rows, num_shards, shard_id, data_buffer_size):
+        """Validation and eval-lm: windows of exactly bptt, from a zero state."""
+        return self._iterator(stream, n_rows, lambda n, ep: eval_windows(n, self.cfg.bptt),
+                              f"eval:{stream.split}", num_shards, shard_id, 1, data_buffer_size)
+
     def get_batch_iterator(self, dataset, max_tokens=None, max_sentences=None,
                            max_positions=None, ignore_invalid_inputs=False,
                            required_batch_size_multiple=1, seed=1, num_shards=1, shard_id=0,
@@ -133,9 +138,8 @@ class VariableBPTTLMTask(LanguageModelingTask):
                 grouped_shuffling, update_epoch_batch_itr)
         cfg = self.cfg
         if dataset.split != cfg.train_subset:
-            return self._iterator(
-                dataset, cfg.valid_rows, lambda n, ep: eval_windows(n, cfg.bptt),
-                f"eval:{dataset.split}", num_shards, shard_id, 1, data_buffer_size)
+            return self._eval_iterator(dataset, cfg.valid_rows, num_shards, shard_id,
+                                       data_buffer_size)
         if max_sentences is None:
             fail("variable_bptt_lm needs --batch-size: the number of rows each rank reads")
         if max_tokens is not None:
@@ -155,10 +159,8 @@ class VariableBPTTLMTask(LanguageModelingTask):
         if context_window > 0:
             fail("--context-window is for block-wise scoring; variable_bptt_lm carries the "
                  "state through the whole split already: drop it")
-        itr = self._iterator(
-            dataset, batch_size or self.cfg.eval_lm_rows,
-            lambda n, ep: eval_windows(n, self.cfg.bptt), f"eval:{dataset.split}",
-            num_shards, shard_id, 1, data_buffer_size)
+        itr = self._eval_iterator(dataset, batch_size or self.cfg.eval_lm_rows, num_shards,
+                                  shard_id, data_buffer_size)
         return itr.next_epoch_itr(shuffle=False)
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
