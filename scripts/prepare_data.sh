@@ -1,4 +1,4 @@
-# Sourced by prepare-ptb.sh and prepare-wikitext-2.sh: binarize train/valid/test.txt
+# Sourced by prepare-ptb.sh, prepare-wikitext-2.sh and reproduce_wt2_slice.sh: binarize train/valid/test.txt
 # of $1 into $2 with one dictionary over all three files, as the reference's corpus
 # reader builds it (and no padding of the vocabulary to a multiple of 8).
 binarize() {

@@ -4,7 +4,7 @@
 # lr 30, clip 0.25, dropouts 0.4/0.25/0.5/0.1, weight drop 0.5, alpha 2, beta 1,
 # weight decay 1.2e-6, NT-ASGD nonmono 5; 6 epochs for seeds 141 and 1882.
 # Prints the validation perplexity per epoch and fairseq-eval-lm's test perplexity.
-#   EPOCHS=30 NONMONO=1 SEEDS=141 OUT=runs/wt2-slice-30 bash scripts/reproduce_wt2_slice.sh
+#   EPOCHS=30 NONMONO=2 SEEDS=141 OUT=runs/wt2-slice-30 bash scripts/reproduce_wt2_slice.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
@@ -14,16 +14,10 @@ SEEDS=${SEEDS:-"141 1882"}
 NONMONO=${NONMONO:-5}
 mkdir -p "$OUT"
 
-# One dictionary over all three files, as the reference's corpus reader builds it:
-# from train.txt alone, unseen validation and test words would become <unk>. No
-# padding to a multiple of 8: the vocabulary is the corpus words and 4 specials.
-cat data/wt2-slice/{train,valid,test}.txt > "$OUT/all.txt"
-fairseq-preprocess --only-source --dict-only --padding-factor 1 --trainpref "$OUT/all.txt" \
-    --destdir "$OUT/dict" --workers 2 > "$OUT/preprocess.log" 2>&1
-fairseq-preprocess --only-source --srcdict "$OUT/dict/dict.txt" \
-    --trainpref data/wt2-slice/train.txt --validpref data/wt2-slice/valid.txt \
-    --testpref data/wt2-slice/test.txt --destdir "$OUT/data-bin" --workers 2 \
-    >> "$OUT/preprocess.log" 2>&1
+mkdir -p "$OUT/text"
+cp data/wt2-slice/{train,valid,test}.txt "$OUT/text/"
+source scripts/prepare_data.sh
+binarize "$OUT/text" "$OUT/data-bin" > "$OUT/preprocess.log" 2>&1
 
 for seed in $SEEDS; do
     run="$OUT/seed$seed"
