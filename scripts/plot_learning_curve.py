@@ -13,6 +13,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import ScalarFormatter  # noqa: E402
 
 VALID = re.compile(r"epoch (\d+) \| valid on '[^']+' subset \| .*?\| ppl ([\d.]+)")
 SWITCH = re.compile(r"NT-ASGD: switching to averaged SGD at epoch (\d+)")
@@ -50,6 +51,8 @@ def main():
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation perplexity")
     ax.set_yscale("log")
+    for axis in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+        axis(ScalarFormatter())  # perplexities as plain numbers on the log scale
     ax.set_title(args.title)
     ax.legend()
     fig.tight_layout()
