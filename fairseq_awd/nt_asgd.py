@@ -145,15 +145,18 @@ class FairseqNTASGD(FairseqOptimizer):
             return
         for p in self._params():
             state = self._optimizer.state[p]
-            state["raw"] = p.detach().clone()
-            p.data.copy_(state["ax"])
+            if "ax" in state:  # a parameter that never had a gradient has no average
+                state["raw"] = p.detach().clone()
+                p.data.copy_(state["ax"])
         copy_into(model_params, self._params())
 
     def swap_out_average(self, model_params):
         if not self.swapped:
             return
         for p in self._params():
-            p.data.copy_(self._optimizer.state[p].pop("raw"))
+            state = self._optimizer.state[p]
+            if "raw" in state:
+                p.data.copy_(state.pop("raw"))
         copy_into(model_params, self._params())
 
 

@@ -103,6 +103,20 @@ def test_swap_in_and_out_without_leaks():
     assert not opt.swapped
 
 
+def test_a_parameter_without_gradient_keeps_its_weights_through_a_swap():
+    used, unused = torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.full((2,), 5.0))
+    opt = optimizer([used, unused])
+    opt.info["averaging"] = True
+    for _ in range(3):
+        opt.zero_grad()
+        used.sum().backward()
+        opt.step()
+    opt.swap_in_average([used, unused])
+    assert unused.tolist() == [5.0, 5.0] and torch.equal(used, opt.optimizer.state[used]["ax"])
+    opt.swap_out_average([used, unused])
+    assert unused.tolist() == [5.0, 5.0] and used.tolist() == pytest.approx([0.7, 0.7])
+
+
 def test_fp16_master_copies_reach_the_model():
     model = [torch.nn.Parameter(torch.zeros(2, 2, dtype=torch.float16)),
              torch.nn.Parameter(torch.zeros(3, dtype=torch.float16))]
