@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 OUT=${OUT:-runs/demo}
+# A fresh run each time: fairseq-preprocess refuses an existing dictionary, and
+# fairseq-train would resume the last run's checkpoint_last.pt.
+rm -rf "$OUT"
 mkdir -p "$OUT"
 
 fairseq-preprocess --only-source --trainpref data/wt2-slice/train.txt \

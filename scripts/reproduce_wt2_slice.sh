@@ -12,6 +12,9 @@ OUT=${OUT:-runs/wt2-slice}
 EPOCHS=${EPOCHS:-6}
 SEEDS=${SEEDS:-"141 1882"}
 NONMONO=${NONMONO:-5}
+# A fresh run each time: fairseq-preprocess refuses an existing dictionary, and
+# fairseq-train would resume the last run's checkpoint_last.pt.
+rm -rf "$OUT"
 mkdir -p "$OUT"
 
 mkdir -p "$OUT/text"
