@@ -29,7 +29,7 @@ class ARTARConfig(FairseqDataclass):
 
 def ar_tar(raw, dropped, mask):
     """Mean squares over (batch, time, features) outputs, pad positions left out."""
-    mask = mask.unsqueeze(-1).to(raw.dtype)
+    mask = mask.unsqueeze(-1).float()  # fp32: in bf16 a count like 1401 would round
     ar = (dropped.float().pow(2) * mask).sum() / (mask.sum() * raw.size(-1))
     pairs = mask[:, 1:] * mask[:, :-1]
     diff = (raw[:, 1:] - raw[:, :-1]).float().pow(2) * pairs

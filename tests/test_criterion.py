@@ -18,6 +18,12 @@ def test_ar_tar_by_hand():
     assert (ar.item(), tar.item()) == pytest.approx((4 / 2, 4 / 1))
 
 
+def test_ar_tar_counts_in_fp32_for_half_precision_models():
+    raw = torch.ones(1, 1401, 3, dtype=torch.bfloat16)  # bf16 cannot hold 1401 * 3
+    ar, tar = ar_tar(raw, raw * 2, torch.ones(1, 1401, dtype=torch.bool))
+    assert (ar.item(), tar.item()) == (4.0, 0.0)
+
+
 def task_and_model():
     d = small_dictionary()
     task = LanguageModelingTask(LanguageModelingConfig(), d, d)
