@@ -17,6 +17,8 @@ from fairseq import metrics
 from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.dataclass import FairseqDataclass
 
+from .errors import fail
+
 
 @dataclass
 class ARTARConfig(FairseqDataclass):
@@ -48,8 +50,8 @@ class ARTARCrossEntropyCriterion(FairseqCriterion):
         net_output = model(**sample["net_input"])
         extra = net_output[1] if len(net_output) > 1 else None
         if not isinstance(extra, dict) or "raw_out" not in extra or "dropped_out" not in extra:
-            raise SystemExit(
-                "fairseq-awd: --criterion ar_tar_cross_entropy needs a model whose decoder "
+            fail(
+                "--criterion ar_tar_cross_entropy needs a model whose decoder "
                 "returns 'raw_out' and 'dropped_out' (the last LSTM layer's output before and "
                 "after dropout), as --arch awd_lstm does; use --criterion cross_entropy otherwise")
         target = model.get_targets(sample, net_output)

@@ -22,6 +22,7 @@ from torch import nn
 
 from .carried_state import CarriedState
 from .embedding_dropout import embedding_dropout
+from .errors import fail
 from .locked_dropout import LockedDropout
 from .weight_drop import WeightDropLSTM
 
@@ -56,13 +57,10 @@ def check_config(cfg):
     for name in ("dropout", "hidden_dropout", "input_dropout", "embed_dropout", "weight_drop"):
         p = getattr(cfg, name)
         if not 0 <= p < 1:
-            raise SystemExit(
-                f"fairseq-awd: --{name.replace('_', '-')} must be in [0, 1), got {p}")
+            fail(f"--{name.replace('_', '-')} must be in [0, 1), got {p}")
     for name in ("decoder_embed_dim", "decoder_hidden_size", "decoder_layers"):
         if getattr(cfg, name) < 1:
-            raise SystemExit(
-                f"fairseq-awd: --{name.replace('_', '-')} must be at least 1, "
-                f"got {getattr(cfg, name)}")
+            fail(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
 
 
 class AWDLSTMDecoder(FairseqIncrementalDecoder):
@@ -179,9 +177,8 @@ class AWDLSTMModel(FairseqLanguageModel):
     def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
         rows = state_dict["decoder.embed_tokens.weight"].size(0)
         if rows != len(self.decoder.dictionary):
-            raise SystemExit(
-                f"fairseq-awd: the checkpoint's dictionary has {rows} symbols, the data's "
-                f"{len(self.decoder.dictionary)}: use the data-bin (dict.txt) it was trained on")
+            fail(f"the checkpoint's dictionary has {rows} symbols, the data's "
+                 f"{len(self.decoder.dictionary)}: use the data-bin (dict.txt) it was trained on")
         return super().load_state_dict(state_dict, strict, model_cfg, args)
 
 

@@ -45,7 +45,8 @@ class TokenStream(FairseqDataset):
     def __getitem__(self, index):
         return self.tokens[index]
 
-    def rows(self, n_rows: int, shard_id: int, num_shards: int) -> Tuple[torch.Tensor, np.ndarray]:
+    def rows(self, n_rows: int, shard_id: int,
+             num_shards: int) -> Tuple[torch.Tensor, np.ndarray]:
         """This shard's rows of the stream cut into `n_rows`, and their row numbers."""
         row_len = len(self.tokens) // n_rows
         rows = self.tokens[: n_rows * row_len].view(n_rows, row_len)

@@ -22,6 +22,8 @@ from fairseq.dataclass import FairseqDataclass
 from fairseq.optim import FairseqOptimizer, register_optimizer
 from omegaconf import II
 
+from .errors import fail
+
 logger = logging.getLogger(__name__)
 
 
@@ -83,7 +85,7 @@ class FairseqNTASGD(FairseqOptimizer):
     def __init__(self, cfg: NTASGDConfig, params):
         super().__init__(cfg)
         if cfg.nonmono < 0:
-            raise SystemExit(f"fairseq-awd: --nonmono must be >= 0, got {cfg.nonmono}")
+            fail(f"--nonmono must be >= 0, got {cfg.nonmono}")
         self._optimizer = NTASGD(params, cfg.lr[0], cfg.weight_decay, cfg.asgd_from_start)
         self.attached = False  # set by a task that reports validations
 
@@ -101,8 +103,8 @@ class FairseqNTASGD(FairseqOptimizer):
 
     def step(self, closure=None, scale=1.0, groups=None):
         if not self.attached:
-            raise SystemExit(
-                "fairseq-awd: --optimizer nt_asgd needs the validation results: train with "
+            fail(
+                "--optimizer nt_asgd needs the validation results: train with "
                 "--task variable_bptt_lm, without --disable-validation")
         if getattr(self, "found_inf", None) is not None and self.found_inf.item() > 0:
             return  # AMP overflow: GradScaler lowers the scale, the step is skipped

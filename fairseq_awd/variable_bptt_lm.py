@@ -24,6 +24,7 @@ from omegaconf import II
 import torch
 
 from .bptt_batches import BPTTBatches, TokenStream, eval_windows, train_windows
+from .errors import fail
 from .nt_asgd import find_nt_asgd
 
 logger = logging.getLogger(__name__)
@@ -49,10 +50,6 @@ class VariableBPTTLMConfig(FairseqDataclass):
     train_subset: str = II("dataset.train_subset")
     update_freq: List[int] = II("optimization.update_freq")
     disable_validation: bool = II("dataset.disable_validation")
-
-
-def fail(message):
-    raise SystemExit(f"fairseq-awd: {message}")
 
 
 @register_task("variable_bptt_lm", dataclass=VariableBPTTLMConfig)
@@ -100,11 +97,11 @@ class VariableBPTTLMTask(LanguageModelingTask):
                   data_buffer_size):
         if n_rows < num_shards:
             fail(f"{n_rows} rows of '{stream.split}' cannot be shared by {num_shards} ranks")
-        row_len = len(stream) // n_rows
+        rows, row_ids = stream.rows(n_rows, shard_id, num_shards)
+        row_len = rows.size(1)
         if row_len <= self.cfg.min_seq_len:
             fail(f"split '{stream.split}' has {len(stream):,} tokens: too few for {n_rows} rows "
                  f"of more than {self.cfg.min_seq_len} tokens; use fewer rows (--batch-size)")
-        rows, row_ids = stream.rows(n_rows, shard_id, num_shards)
         batches = BPTTBatches(rows, row_ids, name)
         return iterators.EpochBatchIterator(
             dataset=batches,
