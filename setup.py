@@ -3,7 +3,7 @@ from setuptools import find_packages, setup
 setup(
     name="fairseq-awd",
     version="0.1.0",
-    description="AWD-LSTM (Merity, Keskar & Socher 2017) as fairseq plugins",
+    description="AWD-LSTM (Merity, Keskar & Socher 2017) as fairseq plugins, for language modeling and translation",
     long_description=open("README.md").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["fairseq_awd"]),
@@ -17,5 +17,10 @@ setup(
         # fairseq-fixed still calls np.compat, which numpy 2 removed.
         "numpy<2",
     ],
-    extras_require={"plot": ["matplotlib"], "test": ["pytest", "matplotlib"]},
+    extras_require={
+        "plot": ["matplotlib"],
+        # Moses tokenization for the translation example (fairseq's --tokenizer moses).
+        "translation": ["sacremoses"],
+        "test": ["pytest", "matplotlib", "sacremoses"],
+    },
 )

@@ -3,10 +3,13 @@ regularization (TAR), Merity et al. 2017, section 4.6.
 
     loss = CE + alpha * mean(dropped_h ** 2) + beta * mean((h_t - h_{t-1}) ** 2)
 
-over the last LSTM layer's output: AR on it after its dropout, TAR on it before.
-The reference adds both means to the per-token mean cross-entropy; fairseq sums
-the loss and divides by sample_size (tokens), so each mean is multiplied by the
-token count here. The logged `loss`/`ppl` are the cross-entropy alone.
+over the last LSTM layer's output (the decoder's, in a translation model): AR on
+it after its dropout, TAR on it before, pad positions left out of both. The
+reference adds both means to the per-token mean cross-entropy; fairseq sums the
+loss and divides by sample_size (tokens), so each mean is multiplied by the token
+count here. The logged `loss`/`ppl` are the cross-entropy alone; with
+--label-smoothing, `loss` is fairseq's label-smoothed loss and `nll_loss`, from
+which `ppl` comes, the plain one.
 """
 import math
 from dataclasses import dataclass, field
@@ -15,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from fairseq import metrics
 from fairseq.criterions import FairseqCriterion, register_criterion
+from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss
 from fairseq.dataclass import FairseqDataclass
 
 from .errors import fail
@@ -27,6 +31,9 @@ class ARTARConfig(FairseqDataclass):
     tar_beta: float = field(
         default=1.0, metadata={"help": "temporal activation regularization weight "
                                        "(paper: beta)"})
+    label_smoothing: float = field(
+        default=0.0, metadata={"help": "epsilon of fairseq's label-smoothed cross-entropy "
+                                       "(0: plain cross-entropy)"})
 
 
 def ar_tar(raw, dropped, mask):
@@ -41,10 +48,13 @@ def ar_tar(raw, dropped, mask):
 
 @register_criterion("ar_tar_cross_entropy", dataclass=ARTARConfig)
 class ARTARCrossEntropyCriterion(FairseqCriterion):
-    def __init__(self, task, ar_alpha, tar_beta):
+    def __init__(self, task, ar_alpha, tar_beta, label_smoothing=0.0):
         super().__init__(task)
+        if not 0 <= label_smoothing < 1:
+            fail(f"--label-smoothing must be in [0, 1), got {label_smoothing}")
         self.ar_alpha = ar_alpha
         self.tar_beta = tar_beta
+        self.eps = label_smoothing
 
     def forward(self, model, sample, reduce=True):
         net_output = model(**sample["net_input"])
@@ -53,23 +63,30 @@ class ARTARCrossEntropyCriterion(FairseqCriterion):
             fail(
                 "--criterion ar_tar_cross_entropy needs a model whose decoder "
                 "returns 'raw_out' and 'dropped_out' (the last LSTM layer's output before and "
-                "after dropout), as --arch awd_lstm does; use --criterion cross_entropy otherwise")
+                "after dropout), as --arch awd_lstm and awd_lstm_translation do; use --criterion "
+                "cross_entropy (or label_smoothed_cross_entropy) otherwise")
         target = model.get_targets(sample, net_output)
         lprobs = model.get_normalized_probs(net_output, log_probs=True)
-        nll = F.nll_loss(lprobs.reshape(-1, lprobs.size(-1)), target.reshape(-1),
-                         ignore_index=self.padding_idx, reduction="sum")
+        lprobs, flat_target = lprobs.reshape(-1, lprobs.size(-1)), target.reshape(-1)
+        if self.eps > 0:
+            loss, nll = label_smoothed_nll_loss(lprobs, flat_target, self.eps, self.padding_idx)
+        else:
+            loss = nll = F.nll_loss(lprobs, flat_target, ignore_index=self.padding_idx,
+                                    reduction="sum")
         ntokens = sample["ntokens"]
         ar, tar = ar_tar(extra["raw_out"], extra["dropped_out"], target.ne(self.padding_idx))
         ar, tar = self.ar_alpha * ar * ntokens, self.tar_beta * tar * ntokens
         logging_output = {
-            "loss": nll.data,
+            "loss": loss.data,
             "ar": ar.data,
             "tar": tar.data,
             "ntokens": ntokens,
             "nsentences": sample["target"].size(0),
             "sample_size": ntokens,
         }
-        return nll + ar + tar, ntokens, logging_output
+        if self.eps > 0:
+            logging_output["nll_loss"] = nll.data
+        return loss + ar + tar, ntokens, logging_output
 
     @staticmethod
     def reduce_metrics(logging_outputs) -> None:
@@ -80,7 +97,12 @@ class ARTARCrossEntropyCriterion(FairseqCriterion):
         metrics.log_scalar("loss", total("loss") / sample_size / math.log(2), sample_size, round=3)
         metrics.log_scalar("ar", total("ar") / sample_size, sample_size, round=4)
         metrics.log_scalar("tar", total("tar") / sample_size, sample_size, round=4)
-        metrics.log_derived("ppl", lambda meters: 2 ** meters["loss"].avg)
+        ppl_of = "loss"
+        if any("nll_loss" in log for log in logging_outputs):
+            ppl_of = "nll_loss"
+            metrics.log_scalar("nll_loss", total("nll_loss") / sample_size / math.log(2),
+                               sample_size, round=3)
+        metrics.log_derived("ppl", lambda meters: 2 ** meters[ppl_of].avg)
 
     @staticmethod
     def logging_outputs_can_be_summed() -> bool:

@@ -10,15 +10,28 @@ The averaging is the reference's torch.optim.ASGD(t0=0, lambd=0): after the k-th
 averaged step the average is p_k for k <= 2 and the mean of p_2..p_k after, and
 each step uses the learning rate that the previous step was given.
 
-The optimizer learns of validations through a task (variable_bptt_lm) that calls
-`validated`, `swap_in_average` and `swap_out_average` from fairseq's hooks.
+How it meets fairseq under any task: fairseq tells an optimizer nothing of its
+validations, and its own tasks (translation, language_modeling) have no hook that
+could. So the package's models carry two torch hooks (`follow_validation`, called
+when they are built), the least intrusive mechanism that reaches every task:
+- a forward pre-hook: a forward in eval mode (validation, and any generation
+  fairseq runs inside it) puts the average into the weights, a forward in
+  training mode puts the raw weights back;
+- a state_dict pre-hook: a checkpoint holds the average as the model, and the
+  raw weights in the optimizer state, so fairseq-eval-lm, fairseq-generate and
+  the hub use the average while training resumes on the raw weights.
+The loss that the trigger reads is fairseq's own: the "loss" meter of the first
+validation subset's aggregator (fairseq.logging.metrics), the value fairseq
+logs, taken when that validation is over (at the checkpoint or the next update).
 """
 import logging
+import weakref
 from dataclasses import dataclass, field
-from typing import List
+from typing import List, Optional
 
 import torch
 from fairseq.dataclass import FairseqDataclass
+from fairseq.logging import metrics
 from fairseq.optim import FairseqOptimizer, register_optimizer
 from omegaconf import II
 
@@ -37,6 +50,7 @@ class NTASGDConfig(FairseqDataclass):
     asgd_from_start: bool = field(
         default=False, metadata={"help": "average from the first update and stop (lr 0) by "
                                          "the same rule: the reference's finetune stage"})
+    disable_validation: bool = II("dataset.disable_validation")
 
 
 class NTASGD(torch.optim.Optimizer):
@@ -86,8 +100,13 @@ class FairseqNTASGD(FairseqOptimizer):
         super().__init__(cfg)
         if cfg.nonmono < 0:
             fail(f"--nonmono must be >= 0, got {cfg.nonmono}")
+        if cfg.disable_validation:
+            fail("--optimizer nt_asgd switches on validation results: drop --disable-validation")
         self._optimizer = NTASGD(params, cfg.lr[0], cfg.weight_decay, cfg.asgd_from_start)
-        self.attached = False  # set by a task that reports validations
+        self.model = None  # the model whose hooks report to this optimizer
+        self.valid_meters = None  # the first subset of a validation not yet read
+        global _training
+        _training = weakref.ref(self)
 
     @property
     def optimizer_config(self):
@@ -102,10 +121,9 @@ class FairseqNTASGD(FairseqOptimizer):
         return self._optimizer.param_groups[0]
 
     def step(self, closure=None, scale=1.0, groups=None):
-        if not self.attached:
-            fail(
-                "--optimizer nt_asgd needs the validation results: train with "
-                "--task variable_bptt_lm, without --disable-validation")
+        if self.model is None:
+            fail("--optimizer nt_asgd follows validation through the model: use a model of "
+                 "fairseq_awd (--arch awd_lstm, awd_lstm_wt2, awd_lstm_translation)")
         if getattr(self, "found_inf", None) is not None and self.found_inf.item() > 0:
             return  # AMP overflow: GradScaler lowers the scale, the step is skipped
         if scale != 1.0:
@@ -115,7 +133,7 @@ class FairseqNTASGD(FairseqOptimizer):
     def get_lr(self):
         return 0.0 if self.info["finished"] else super().get_lr()
 
-    def validated(self, loss: float, epoch: int, num_updates: int):
+    def validated(self, loss: float):
         """NT-ASGD's trigger, after each validation (the first valid subset's loss)."""
         info, n = self.info, self.cfg.nonmono
         history = info["val_losses"]
@@ -127,12 +145,21 @@ class FairseqNTASGD(FairseqOptimizer):
             history.append(loss)
         elif info["averaging"]:
             info["finished"] = True
-            logger.info(f"NT-ASGD finetune: validation stopped improving at epoch {epoch}, "
-                        f"update {num_updates}: done (lr 0)")
+            logger.info(f"NT-ASGD finetune: validation stopped improving (loss {loss:.4f}): "
+                        "done (lr 0)")
         else:
             info["averaging"] = True
-            logger.info(f"NT-ASGD: switching to averaged SGD at epoch {epoch}, "
-                        f"update {num_updates} (validation loss {loss:.4f})")
+            logger.info(f"NT-ASGD: switching to averaged SGD from the next update "
+                        f"(validation loss {loss:.4f})")
+
+    def read_validation(self):
+        """Feed the trigger the loss of the validation that has ended, once."""
+        meters, self.valid_meters = self.valid_meters, None
+        if meters is not None:
+            if "loss" not in meters:
+                fail("--optimizer nt_asgd reads the validation 'loss' that the criterion "
+                     "logs, and this criterion logs none")
+            self.validated(float(meters["loss"].avg))
 
     def _params(self):
         return [p for g in self._optimizer.param_groups for p in g["params"]]
@@ -175,9 +202,51 @@ def copy_into(model_params, opt_params):
         offset += p.numel()
 
 
-def find_nt_asgd(optimizer):
-    """Our optimizer inside fairseq's AMP/FP16 wrappers, or None."""
-    while optimizer is not None and not isinstance(optimizer, FairseqNTASGD):
-        optimizer = getattr(optimizer, "fp32_optimizer", None) or getattr(
-            optimizer, "wrapped_optimizer", None)
-    return optimizer
+_training: Optional["weakref.ref[FairseqNTASGD]"] = None  # this process's, if any
+
+
+def follow_validation(model):
+    """Let NT-ASGD see this model's validations and checkpoints (see the top)."""
+    model.register_forward_pre_hook(_before_forward)
+    model.register_state_dict_pre_hook(_before_state_dict)
+    return model
+
+
+def _optimizer_of(model) -> Optional[FairseqNTASGD]:
+    opt = _training() if _training is not None else None
+    if opt is not None and opt.model is None and model.training:
+        opt.model = weakref.ref(model)  # the first model to train is the trainer's
+    if opt is None or opt.model is None or opt.model() is not model:
+        return None
+    return opt
+
+
+def _before_forward(model, args):
+    opt = _optimizer_of(model)
+    if opt is None:
+        return
+    if model.training:
+        opt.read_validation()
+        opt.swap_out_average(model.parameters())
+    else:
+        if opt.valid_meters is None:
+            opt.valid_meters = validation_meters()
+        opt.swap_in_average(model.parameters())
+
+
+def _before_state_dict(model, prefix, keep_vars):
+    opt = _optimizer_of(model)
+    if opt is not None:
+        opt.read_validation()  # so that the checkpoint holds the switch
+        opt.swap_in_average(model.parameters())
+
+
+def validation_meters():
+    """The meters of the validation subset that fairseq is running now, or None:
+    fairseq runs each subset under a new root aggregator, its valid_step under the
+    aggregator named "valid"."""
+    valid = metrics.get_meters("valid")
+    active = metrics.get_active_aggregators()
+    if valid is None or not any(agg is valid for agg in active):
+        return None
+    return next((agg for agg in active if agg is not valid), None)

@@ -25,7 +25,6 @@ import torch
 
 from .bptt_batches import BPTTBatches, TokenStream, eval_windows, train_windows
 from .errors import fail
-from .nt_asgd import find_nt_asgd
 
 logger = logging.getLogger(__name__)
 TRAIN_STREAM = "train"
@@ -49,7 +48,6 @@ class VariableBPTTLMConfig(FairseqDataclass):
     seed: int = II("common.seed")
     train_subset: str = II("dataset.train_subset")
     update_freq: List[int] = II("optimization.update_freq")
-    disable_validation: bool = II("dataset.disable_validation")
 
 
 @register_task("variable_bptt_lm", dataclass=VariableBPTTLMConfig)
@@ -64,8 +62,6 @@ class VariableBPTTLMTask(LanguageModelingTask):
         self.base_lr = self.scaled_lr = None
         self.lr_update = None
         self.drawn = deque(maxlen=max(cfg.update_freq))
-        self.nt_asgd = None  # the nt_asgd optimizer, once training has shown it
-        self.epoch, self.valid_subsets_seen = 1, 0
 
     @classmethod
     def setup_task(cls, cfg, **kwargs):
@@ -161,13 +157,6 @@ class VariableBPTTLMTask(LanguageModelingTask):
         return itr.next_epoch_itr(shuffle=False)
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
-        nt_asgd = find_nt_asgd(optimizer)
-        if nt_asgd is not None:
-            if self.cfg.disable_validation:
-                fail("--optimizer nt_asgd switches on validation results: drop "
-                     "--disable-validation")
-            self.nt_asgd, nt_asgd.attached = nt_asgd, True
-            nt_asgd.swap_out_average(model.parameters())  # train on the raw weights
         if not ignore_grad:
             self._scale_lr(optimizer, update_num, sample["drawn_seq_len"])
         # fairseq's dummy batch (OOM, empty rank) must not move the carried state.
@@ -178,21 +167,6 @@ class VariableBPTTLMTask(LanguageModelingTask):
         if sample["net_input"]["stream"]["name"] == TRAIN_STREAM:
             sample = with_commit(sample, False)  # the dummy batch fairseq kept from training
         return super().valid_step(sample, model, criterion)
-
-    def begin_epoch(self, epoch, model):
-        self.epoch = epoch
-
-    def begin_valid_epoch(self, epoch, model):
-        """NT-ASGD: validation, and the checkpoint written after it, use the average."""
-        self.valid_subsets_seen = 0
-        if self.nt_asgd is not None:
-            self.nt_asgd.swap_in_average(model.parameters())
-
-    def post_validate(self, model, stats, agg):
-        # fairseq tracks the first validation subset; so does NT-ASGD's trigger.
-        if self.nt_asgd is not None and self.valid_subsets_seen == 0:
-            self.nt_asgd.validated(float(agg["loss"].avg), self.epoch, stats["num_updates"])
-        self.valid_subsets_seen += 1
 
     def _scale_lr(self, optimizer, update_num, drawn):
         """lr × seq_len / bptt for this update, as the reference does around each step.

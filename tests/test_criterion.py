@@ -33,7 +33,7 @@ def task_and_model():
 
 def test_loss_is_cross_entropy_plus_per_token_ar_tar():
     task, model = task_and_model()
-    crit = ARTARCrossEntropyCriterion(task, ar_alpha=2.0, tar_beta=1.0)
+    crit = ARTARCrossEntropyCriterion(task, ar_alpha=2.0, tar_beta=1.0, label_smoothing=0.0)
     tokens = torch.randint(4, 50, (3, 10))
     sample = {"net_input": {"src_tokens": tokens}, "target": tokens.roll(-1, 1), "ntokens": 30}
     model.train()
@@ -56,7 +56,7 @@ def test_loss_is_cross_entropy_plus_per_token_ar_tar():
 
 def test_criterion_on_a_model_without_extras_says_what_is_missing():
     task, _ = task_and_model()
-    crit = ARTARCrossEntropyCriterion(task, ar_alpha=2.0, tar_beta=1.0)
+    crit = ARTARCrossEntropyCriterion(task, ar_alpha=2.0, tar_beta=1.0, label_smoothing=0.0)
 
     class Plain(torch.nn.Module):
         def forward(self, src_tokens):
@@ -66,3 +66,30 @@ def test_criterion_on_a_model_without_extras_says_what_is_missing():
               "target": torch.ones(1, 3, dtype=torch.long), "ntokens": 3}
     with pytest.raises(SystemExit, match="raw_out.*--arch awd_lstm"):
         crit(Plain(), sample)
+
+
+def test_label_smoothing_is_fairseqs_and_logs_the_plain_nll():
+    from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss
+
+    task, model = task_and_model()
+    crit = ARTARCrossEntropyCriterion(task, ar_alpha=0.0, tar_beta=0.0, label_smoothing=0.1)
+    tokens = torch.randint(4, 50, (3, 10))
+    target = tokens.roll(-1, 1)
+    target[0, 7:] = task.dictionary.pad()  # padded positions count in neither loss
+    sample = {"net_input": {"src_tokens": tokens}, "target": target, "ntokens": 27}
+    model.eval()
+    loss, _, log = crit(model, sample)
+    lprobs = model(tokens)[0].log_softmax(-1).reshape(-1, 50)
+    smoothed, nll = label_smoothed_nll_loss(lprobs, target.reshape(-1), 0.1, task.dictionary.pad())
+    plain = torch.nn.functional.nll_loss(lprobs, target.reshape(-1), reduction="sum",
+                                         ignore_index=task.dictionary.pad())
+    assert loss.item() == pytest.approx(smoothed.item(), rel=1e-6)
+    assert log["loss"].item() == pytest.approx(smoothed.item(), rel=1e-6)
+    assert log["nll_loss"].item() == pytest.approx(plain.item(), rel=1e-6)
+    assert smoothed > plain  # the smoothing term is not empty
+
+
+def test_bad_label_smoothing_is_one_line():
+    task, _ = task_and_model()
+    with pytest.raises(SystemExit, match="--label-smoothing must be in"):
+        ARTARCrossEntropyCriterion(task, ar_alpha=2.0, tar_beta=1.0, label_smoothing=1.0)

@@ -43,7 +43,12 @@ def switched(data_bin, tmp_path_factory):
 
 def test_switch_and_averaged_validation_and_checkpoints(data_bin, switched):
     save_dir, log = switched
-    assert len(re.findall("NT-ASGD: switching to averaged SGD at epoch 2, update", log)) == 1
+    # the second validation (the first worse than the best, with --nonmono 0) switches
+    switches = re.findall(r"NT-ASGD: switching to averaged SGD from the next update "
+                          r"\(validation loss ([\d.]+)\)", log)
+    losses = [float(x) for x in valid_losses(log)]
+    assert len(switches) == 1 and losses[1] > losses[0]
+    assert float(switches[0]) == pytest.approx(losses[1], abs=6e-4)
     params, state, ckpt = params_and_state(save_dir / "checkpoint_last.pt")
     # the checkpoint's model is the average; the raw weights wait in the optimizer
     assert all(torch.equal(p, s["ax"]) for p, s in zip(params, state))
@@ -106,8 +111,26 @@ def test_amp_and_fp16_train_with_nt_asgd(data_bin, switched, tmp_path):
     assert not all(torch.equal(p, s["ax"]) for p, s in zip(params, state))
 
 
+def test_nt_asgd_under_fairseqs_language_modeling_task(data_bin, tmp_path):
+    lm_task = ["--task", "language_modeling", "--tokens-per-sample", "20"]
+    log = run(sys.executable, "-m", "fairseq_cli.train", str(data_bin), *lm_task, *COMMON,
+              "--save-dir", str(tmp_path / "ck"), "--nonmono", "0", "--max-epoch", "4",
+              cwd=tmp_path)
+    assert "NT-ASGD: switching to averaged SGD" in log
+    params, state, _ = params_and_state(tmp_path / "ck" / "checkpoint_last.pt")
+    assert all(torch.equal(p, s["ax"]) for p, s in zip(params, state))
+    # eval-lm on the validation blocks reproduces the last validation: the average
+    out = run(sys.executable, "-m", "fairseq_cli.eval_lm", str(data_bin), "--user-dir",
+              USER_DIR, *lm_task, "--gen-subset", "valid", "--batch-size", "4",
+              "--path", str(tmp_path / "ck" / "checkpoint_last.pt"), "--cpu", cwd=tmp_path)
+    loss = float(re.search(r"Loss \(base 2\): ([\d.]+)", out).group(1))
+    assert loss == pytest.approx(float(valid_losses(log)[-1]), abs=6e-4)
+
+
 @pytest.mark.parametrize("flags,message", [
-    (["--task", "language_modeling", "--tokens-per-sample", "20"], "--task variable_bptt_lm"),
+    (["--task", "language_modeling", "--tokens-per-sample", "20", "--arch", "lstm_lm",
+      "--criterion", "cross_entropy"],
+     "follows validation through the model"),
     (TASK + ["--disable-validation"], "drop --disable-validation"),
 ])
 def test_misuse_gets_one_line(data_bin, tmp_path, flags, message):

@@ -3,7 +3,8 @@ import torch
 from fairseq import options
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
-from fairseq_awd.awd_lstm import AWDLSTMConfig, AWDLSTMDecoder, check_config
+from fairseq_awd.awd_lstm import AWDLSTMConfig, AWDLSTMDecoder
+from fairseq_awd.awd_lstm_body import check_config
 
 from conftest import small_dictionary
 
@@ -28,13 +29,13 @@ def test_untied_model_has_its_own_softmax():
     last_tied = 4 * 8 * (12 + 8) + 8 * 8
     last_untied = 4 * 12 * (12 + 12) + 8 * 12
     assert n_params(untied) - n_params(tied) == v * 12 + last_untied - last_tied
-    assert untied.layers[-1].hidden_size == 12 and tied.layers[-1].hidden_size == 8
+    assert untied.body.layers[-1].hidden_size == 12 and tied.body.layers[-1].hidden_size == 8
 
 
 def test_initialisation_as_the_reference():
     d = decoder()
-    assert d.embed_tokens.weight.abs().max() <= 0.1
-    assert torch.equal(d.output_bias, torch.zeros(50))
+    assert d.body.embed_tokens.weight.abs().max() <= 0.1
+    assert torch.equal(d.softmax.bias, torch.zeros(50))
 
 
 def parse(*flags):
@@ -57,7 +58,7 @@ def test_wt2_architecture_and_flags():
                                          ("embed_dropout", 1.5), ("decoder_layers", 0)])
 def test_bad_settings_get_one_clear_line(flag, value):
     with pytest.raises(SystemExit, match=f"--{flag.replace('_', '-')} must be"):
-        check_config(AWDLSTMConfig(**{flag: value}))
+        check_config(AWDLSTMConfig(**{flag: value}), ["decoder_layers"])
 
 
 def test_incremental_decoding_equals_full_forward():

@@ -1,13 +1,16 @@
-"""NT-ASGD: the trigger, the average against torch's ASGD, swapping, AMP scaling."""
+"""NT-ASGD: the trigger, the average against torch's ASGD, swapping, AMP scaling,
+and the model hooks that tie it to fairseq's validations under any task."""
 import pytest
 import torch
+from fairseq.logging import metrics
 
-from fairseq_awd.nt_asgd import FairseqNTASGD, NTASGDConfig, copy_into, find_nt_asgd
+from fairseq_awd.nt_asgd import FairseqNTASGD, NTASGDConfig, copy_into, follow_validation
 
 
 def optimizer(params, lr=0.1, **kw):
-    opt = FairseqNTASGD(NTASGDConfig(lr=[lr], **kw), params)
-    opt.attached = True
+    """An optimizer as fairseq-train builds it, its model hooks already seen."""
+    opt = FairseqNTASGD(NTASGDConfig(lr=[lr], disable_validation=False, **kw), params)
+    opt.model = lambda: None
     return opt
 
 
@@ -16,7 +19,7 @@ def test_switch_follows_the_nonmono_rule():
     losses = [10, 8, 7, 7.5, 7.2, 7.1, 9.0]
     switched_at = None
     for i, loss in enumerate(losses):
-        opt.validated(loss, epoch=i + 1, num_updates=10 * i)
+        opt.validated(loss)
         if opt.info["averaging"] and switched_at is None:
             switched_at = i
     # 7.1 is the first loss worse than the best of all but the last 2 (min(10, 8, 7) = 7)
@@ -27,7 +30,7 @@ def test_switch_follows_the_nonmono_rule():
 def test_nonmono_zero_switches_at_the_first_validation_that_is_no_best():
     opt = optimizer([torch.nn.Parameter(torch.zeros(1))], nonmono=0)
     for i, loss in enumerate([5.0, 4.0, 4.5]):
-        opt.validated(loss, epoch=i + 1, num_updates=i)
+        opt.validated(loss)
         assert opt.info["averaging"] == (i == 2)
 
 
@@ -146,19 +149,74 @@ def test_amp_grad_scaler_unscales_once():
     assert torch.allclose(p, torch.tensor([0.7, 1.6]))
 
 
-def test_found_through_fairseq_wrappers():
-    opt = optimizer([torch.nn.Parameter(torch.zeros(1))])
+def fairseq_validation(model, loss):
+    """What fairseq-train's validate() does around the model: a new root aggregator
+    per subset, trainer.valid_step under the "valid" one, the criterion's loss."""
+    with metrics.aggregate(new_root=True):
+        with metrics.aggregate("valid"):
+            model.eval()
+            with torch.no_grad():
+                model(torch.ones(1, 3))
+            metrics.log_scalar("loss", loss, 1)
 
-    class Wrapper:
-        fp32_optimizer = opt
 
-    assert find_nt_asgd(Wrapper()) is opt
-    assert find_nt_asgd(object()) is None
-
-
-def test_unattached_optimizer_refuses_to_step():
-    p = torch.nn.Parameter(torch.zeros(1))
-    opt = FairseqNTASGD(NTASGDConfig(lr=[0.1]), [p])
-    p.grad = torch.ones(1)
-    with pytest.raises(SystemExit, match="--task variable_bptt_lm"):
+def train_steps(model, opt, n):
+    model.train()
+    for _ in range(n):
+        opt.zero_grad()
+        model(torch.randn(4, 3)).pow(2).sum().backward()
         opt.step()
+
+
+def test_model_hooks_feed_the_trigger_and_swap_the_average_under_any_task():
+    model = follow_validation(torch.nn.Linear(3, 2))
+    opt = FairseqNTASGD(NTASGDConfig(lr=[0.1], nonmono=0, disable_validation=False),
+                        list(model.parameters()))
+    train_steps(model, opt, 2)  # the first training forward ties the two
+    fairseq_validation(model, 5.0)
+    model.state_dict()  # fairseq's checkpoint after the validation reads its loss
+    assert opt.info["val_losses"] == [5.0] and not opt.info["averaging"]
+    train_steps(model, opt, 1)
+    fairseq_validation(model, 6.0)
+    train_steps(model, opt, 3)  # without a checkpoint, the next update reads it
+    assert opt.info["averaging"]
+    raw = [p.detach().clone() for p in model.parameters()]
+    ax = [opt.optimizer.state[p]["ax"].clone() for p in model.parameters()]
+    # validation and checkpoints see the average, training the raw weights
+    fairseq_validation(model, 4.0)
+    assert all(torch.equal(p, a) for p, a in zip(model.parameters(), ax))
+    saved = model.state_dict()
+    assert all(torch.equal(saved[k], a) for k, a in zip(["weight", "bias"], ax))
+    model.train()
+    model(torch.ones(1, 3))
+    assert all(torch.equal(p, r) for p, r in zip(model.parameters(), raw))
+    assert opt.info["val_losses"] == [5.0]  # no history after the switch
+
+
+def test_only_the_first_subset_of_a_validation_counts():
+    model = follow_validation(torch.nn.Linear(3, 2))
+    opt = FairseqNTASGD(NTASGDConfig(lr=[0.1], disable_validation=False),
+                        list(model.parameters()))
+    train_steps(model, opt, 1)
+    fairseq_validation(model, 5.0)
+    fairseq_validation(model, 1.0)  # a second valid subset
+    model.state_dict()
+    assert opt.info["val_losses"] == [5.0]
+    model.eval()
+    model(torch.ones(1, 3))  # an eval forward outside fairseq's validation reads nothing
+    train_steps(model, opt, 1)
+    assert opt.info["val_losses"] == [5.0]
+
+
+def test_an_optimizer_no_model_reports_to_refuses_to_step():
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = FairseqNTASGD(NTASGDConfig(lr=[0.1], disable_validation=False), [p])
+    p.grad = torch.ones(1)
+    with pytest.raises(SystemExit, match="follows validation through the model"):
+        opt.step()
+
+
+def test_without_validation_is_one_line():
+    with pytest.raises(SystemExit, match="drop --disable-validation"):
+        FairseqNTASGD(NTASGDConfig(lr=[0.1], disable_validation=True),
+                      [torch.nn.Parameter(torch.zeros(1))])

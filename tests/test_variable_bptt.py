@@ -125,7 +125,7 @@ def tiny_model(task):
 def test_lr_is_scaled_by_seq_len_over_bptt_each_update(data_bin):
     task = make_task(data_bin, bptt=20, update_freq=[2])
     model = tiny_model(task)
-    crit = ARTARCrossEntropyCriterion(task, 2.0, 1.0)
+    crit = ARTARCrossEntropyCriterion(task, 2.0, 1.0, 0.0)
     opt = RecordingOptimizer(30.0)
     got = batches(task, "train", max_sentences=4)
     for update, base in enumerate([30.0, 30.0, 10.0]):
@@ -148,7 +148,7 @@ def carried(model, stream):
 def test_dummy_batches_leave_the_carried_state_alone(data_bin):
     task = make_task(data_bin, bptt=20)
     model = tiny_model(task).train()
-    crit = ARTARCrossEntropyCriterion(task, 2.0, 1.0)
+    crit = ARTARCrossEntropyCriterion(task, 2.0, 1.0, 0.0)
     train = batches(task, "train", max_sentences=4)
     opt = RecordingOptimizer(30.0)
     task.train_step(train[0], model, crit, opt, 0)

@@ -1,0 +1,200 @@
+"""awd_lstm_translation under fairseq's own translation task: the shared blocks,
+padding, beam search against rescoring, and the real command lines on German-English."""
+import re
+import subprocess
+import sys
+from argparse import Namespace
+
+import pytest
+import torch
+from fairseq.sequence_generator import SequenceGenerator
+
+from fairseq_awd.awd_lstm import AWDLSTMConfig, AWDLSTMDecoder
+from fairseq_awd.awd_lstm_body import AWDLSTMBody
+from fairseq_awd.awd_lstm_translation import AWDLSTMTranslationConfig, AWDLSTMTranslationModel
+from fairseq_awd.tied_softmax import TiedSoftmax
+from fairseq_awd.weight_drop import WeightDropLSTM
+
+from conftest import ENV, ROOT, USER_DIR, run, small_dictionary
+
+TINY = dict(encoder_embed_dim=8, encoder_hidden_size=10, encoder_layers=2,
+            decoder_embed_dim=8, decoder_hidden_size=12, decoder_layers=2,
+            decoder_out_embed_dim=8)
+
+
+def model(src=None, tgt=None, **overrides):
+    src = src or small_dictionary(40)
+    task = Namespace(source_dictionary=src, target_dictionary=tgt or small_dictionary(30))
+    return AWDLSTMTranslationModel.build_model(
+        AWDLSTMTranslationConfig(**{**TINY, **overrides}), task)
+
+
+def lstm_modules(module):
+    return [m for m in module.modules() if isinstance(m, (WeightDropLSTM, torch.nn.LSTM,
+                                                          torch.nn.LSTMCell))]
+
+
+def test_language_model_and_translation_share_one_body_and_softmax():
+    lm = AWDLSTMDecoder(AWDLSTMConfig(decoder_embed_dim=8, decoder_hidden_size=12),
+                        small_dictionary())
+    mt = model(encoder_bidirectional=True, weight_drop=0.3)
+    for body in (lm.body, mt.encoder.body, mt.decoder.body):
+        assert type(body) is AWDLSTMBody
+    assert type(lm.softmax) is type(mt.decoder.softmax) is TiedSoftmax
+    # weight drop on every recurrent matrix, both directions of the encoder included
+    lstms = lstm_modules(mt)
+    assert len(lstms) == 4 and all(type(m) is WeightDropLSTM for m in lstms)
+    assert all(m.weight_drop == 0.3 for m in lstms)
+    assert mt.encoder.body.layers[0].bidirectional and mt.encoder.body.output_size == 20
+    # the softmax is the decoder's embedding: no weights of its own
+    assert mt.decoder.softmax.weight is None
+    names = {n for n, _ in mt.named_parameters()}
+    assert "decoder.softmax.bias" in names and "decoder.body.embed_tokens.weight" in names
+
+
+def test_share_all_embeddings_uses_one_matrix():
+    joined = small_dictionary(40)
+    mt = model(joined, joined, share_all_embeddings=True)
+    assert mt.encoder.body.embed_tokens is mt.decoder.body.embed_tokens
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (dict(share_all_embeddings=True), "--joined-dictionary"),
+    (dict(decoder_out_embed_dim=9), "--decoder-out-embed-dim \\(9\\) = --decoder-embed-dim"),
+    (dict(encoder_layers=0), "--encoder-layers must be at least 1"),
+    (dict(hidden_dropout=1.0), "--hidden-dropout must be in"),
+])
+def test_settings_that_cannot_build_get_one_line(overrides, message):
+    with pytest.raises(SystemExit, match=message):
+        model(**overrides)
+
+
+def test_encoder_is_padding_invariant():
+    mt = model(encoder_bidirectional=True).eval()
+    pad = mt.encoder.dictionary.pad()
+    sentence = torch.tensor([[7, 8, 9, 2]])
+    alone = mt.encoder(sentence, torch.tensor([4]))["encoder_out"][:, 0]
+    longer = torch.tensor([[11, 12, 13, 14, 15, 16, 2]])
+    for left in (True, False):  # fairseq pads sources on the left by default
+        padded = torch.full((2, 7), pad)
+        if left:
+            padded[0, 3:] = sentence
+        else:
+            padded[0, :4] = sentence
+        padded[1] = longer
+        out = mt.encoder(padded, torch.tensor([4, 7]))
+        assert torch.allclose(out["encoder_out"][:4, 0], alone, atol=1e-5)
+        assert out["padding_mask"][:, 0].tolist() == [False] * 4 + [True] * 3
+
+
+def test_beam_search_hypotheses_equal_full_forward_rescoring():
+    torch.manual_seed(3)
+    mt = model(encoder_bidirectional=True).eval()
+    src_dict, tgt_dict = mt.encoder.dictionary, mt.decoder.dictionary
+    pad, eos = src_dict.pad(), src_dict.eos()
+    src = torch.tensor([[pad, pad, 5, 6, 7, eos], [8, 9, 10, 11, 12, eos], [pad, 13, 14, 15, 16, eos]])
+    lengths = src.ne(pad).sum(1)
+    generator = SequenceGenerator([mt], tgt_dict, beam_size=5, max_len_b=8)
+    sample = {"net_input": {"src_tokens": src, "src_lengths": lengths}}
+    hypos = generator.forward(sample)
+    assert all(len(h) == 5 for h in hypos)
+    for i, beam in enumerate(hypos):
+        for hypo in beam:
+            tokens = hypo["tokens"][None]
+            prev = torch.cat([torch.tensor([[eos]]), tokens[:, :-1]], 1)
+            logits, _ = mt(src[i : i + 1], lengths[i : i + 1], prev)
+            scores = logits.log_softmax(-1).gather(-1, tokens[..., None])[0, :, 0]
+            assert torch.allclose(scores, hypo["positional_scores"], atol=1e-4)
+
+
+# The real command lines, on a few hundred of the shipped German-English pairs.
+
+TRAIN = ["--user-dir", USER_DIR, "--task", "translation", "-s", "de", "-t", "en",
+         "--arch", "awd_lstm_translation", "--encoder-embed-dim", "16",
+         "--encoder-hidden-size", "24", "--encoder-layers", "1", "--encoder-bidirectional",
+         "--decoder-embed-dim", "16", "--decoder-hidden-size", "24", "--decoder-layers", "1",
+         "--decoder-out-embed-dim", "16", "--criterion", "ar_tar_cross_entropy",
+         "--label-smoothing", "0.1", "--optimizer", "nt_asgd", "--nonmono", "0", "--lr", "10",
+         "--clip-norm", "0.25", "--max-tokens", "1000", "--cpu", "--seed", "1",
+         "--no-epoch-checkpoints", "--log-format", "simple"]
+
+
+def prepare(raw, out, *flags):
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "prepare_translation.py"),
+                           str(raw), "de", "en", str(out), *flags],
+                          env=ENV, capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def de_en_bin(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("de_en")
+    proc = prepare(ROOT / "data" / "tatoeba-de-en", tmp / "tok", "--lines", "600")
+    assert proc.returncode == 0, proc.stderr
+    run("fairseq-preprocess", "-s", "de", "-t", "en", "--trainpref", "tok/train",
+        "--validpref", "tok/valid", "--testpref", "tok/test", "--destdir", "bin",
+        "--workers", "1", cwd=tmp)
+    return tmp / "bin"
+
+
+@pytest.mark.slow
+def test_train_with_nt_asgd_generate_with_beam_and_score(de_en_bin):
+    ck = de_en_bin.parent / "ck"
+    log = run("fairseq-train", str(de_en_bin), *TRAIN, "--max-epoch", "3", "--save-dir",
+              str(ck), cwd=de_en_bin.parent)
+    assert "NT-ASGD: switching to averaged SGD" in log
+    assert re.search(r"valid on 'valid' subset \| loss [\d.]+ \| ar [\d.]+ \| tar [\d.]+ \| "
+                     r"nll_loss [\d.]+", log)
+    # the checkpoint holds the average: what generate and the hub translate with
+    ckpt = torch.load(ck / "checkpoint_last.pt")
+    state = ckpt["last_optimizer_state"]["state"]
+    assert all(torch.equal(p, state[i]["ax"]) for i, p in enumerate(ckpt["model"].values()))
+    out = run("fairseq-generate", str(de_en_bin), "--user-dir", USER_DIR, "--task",
+              "translation", "-s", "de", "-t", "en", "--path", str(ck / "checkpoint_best.pt"),
+              "--beam", "5", "--batch-size", "64", "--cpu", "--tokenizer", "moses",
+              "--scoring", "sacrebleu", cwd=de_en_bin.parent)
+    n_test = sum(1 for _ in open(de_en_bin.parent / "tok" / "test.en"))
+    assert len(re.findall(r"^D-\d+", out, re.M)) == n_test
+    assert re.search(r"BLEU = [\d.]+ ", out)
+
+    hub = AWDLSTMTranslationModel.from_pretrained(
+        str(ck), "checkpoint_best.pt", data_name_or_path=str(de_en_bin), user_dir=USER_DIR,
+        tokenizer="moses", source_lang="de", target_lang="en")
+    text = hub.translate("Ich bin müde.", beam=5)
+    assert isinstance(text, str) and text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flags,message", [
+    (["--arch", "lstm", "--encoder-layers", "1", "--decoder-layers", "1"],
+     "follows validation through the model"),
+    (["--disable-validation"], "drop --disable-validation"),
+    (["--arch", "lstm", "--encoder-layers", "1", "--decoder-layers", "1", "--optimizer",
+      "sgd"], "returns 'raw_out' and 'dropped_out'"),
+])
+def test_misuse_under_translation_gets_one_line(de_en_bin, tmp_path, flags, message):
+    proc = subprocess.run(["fairseq-train", str(de_en_bin), *TRAIN, "--max-update", "2",
+                           "--save-dir", str(tmp_path / "ck"), *flags],
+                          env=ENV, capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode != 0
+    assert message in proc.stderr.strip().splitlines()[-1]
+
+
+def test_prepare_names_an_unknown_pair_and_unequal_files(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "prepare_translation.py"),
+                           str(ROOT / "data" / "tatoeba-de-en"), "de", "fr", str(tmp_path)],
+                          env=ENV, capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"fairseq-awd: no train.fr in {ROOT / 'data' / 'tatoeba-de-en'}: the languages "
+        "there are de, en")
+    for split in ("train", "valid", "test"):
+        (tmp_path / f"{split}.de").write_text("Hallo !\nJa .\n")
+        (tmp_path / f"{split}.en").write_text("Hello !\n")
+    proc = prepare(tmp_path, tmp_path / "tok")
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines()[-1].endswith(
+        "train.de has 2 lines, train.en 1: line i of one must translate line i of the other")
+    (tmp_path / "train.en").write_bytes(b"Hello !\n\xff\n")
+    proc = prepare(tmp_path, tmp_path / "tok")
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        f"fairseq-awd: {tmp_path / 'train.en'} line 2 is not UTF-8")
