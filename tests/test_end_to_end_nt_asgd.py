@@ -119,12 +119,21 @@ def test_nt_asgd_under_fairseqs_language_modeling_task(data_bin, tmp_path):
     assert "NT-ASGD: switching to averaged SGD" in log
     params, state, _ = params_and_state(tmp_path / "ck" / "checkpoint_last.pt")
     assert all(torch.equal(p, s["ax"]) for p, s in zip(params, state))
-    # eval-lm on the validation blocks reproduces the last validation: the average
-    out = run(sys.executable, "-m", "fairseq_cli.eval_lm", str(data_bin), "--user-dir",
-              USER_DIR, *lm_task, "--gen-subset", "valid", "--batch-size", "4",
-              "--path", str(tmp_path / "ck" / "checkpoint_last.pt"), "--cpu", cwd=tmp_path)
-    loss = float(re.search(r"Loss \(base 2\): ([\d.]+)", out).group(1))
-    assert loss == pytest.approx(float(valid_losses(log)[-1]), abs=6e-4)
+    # the last validation ran on the average: eval-lm on the validation blocks comes
+    # within 2e-3 of it (its scorer differs from validation's by ~1e-3 here), and
+    # much nearer than with the raw weights put back into the same checkpoint
+    ckpt = torch.load(tmp_path / "ck" / "checkpoint_last.pt")
+    for key, s in zip(ckpt["model"], state):
+        ckpt["model"][key] = s["raw"]
+    torch.save(ckpt, tmp_path / "raw.pt")
+    logged = float(valid_losses(log)[-1])
+    gaps = []
+    for path in (tmp_path / "ck" / "checkpoint_last.pt", tmp_path / "raw.pt"):
+        out = run(sys.executable, "-m", "fairseq_cli.eval_lm", str(data_bin), "--user-dir",
+                  USER_DIR, *lm_task, "--gen-subset", "valid", "--batch-size", "4",
+                  "--path", str(path), "--cpu", cwd=tmp_path)
+        gaps.append(abs(float(re.search(r"Loss \(base 2\): ([\d.]+)", out).group(1)) - logged))
+    assert gaps[0] < 2e-3 and gaps[1] > 5 * gaps[0], gaps
 
 
 @pytest.mark.parametrize("flags,message", [

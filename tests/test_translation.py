@@ -156,6 +156,15 @@ def test_train_with_nt_asgd_generate_with_beam_and_score(de_en_bin):
     assert len(re.findall(r"^D-\d+", out, re.M)) == n_test
     assert re.search(r"BLEU = [\d.]+ ", out)
 
+    proc = subprocess.run(["fairseq-interactive", str(de_en_bin), "--user-dir", USER_DIR,
+                           "-s", "de", "-t", "en", "--path", str(ck / "checkpoint_best.pt"),
+                           "--beam", "5", "--nbest", "2", "--cpu", "--tokenizer", "moses"],
+                          input="Ich bin müde.\nWo ist Tom?\n", env=ENV, capture_output=True,
+                          text=True, cwd=de_en_bin.parent)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert [line.split("\t")[0] for line in proc.stdout.splitlines()
+            if line.startswith("H-")] == ["H-0", "H-0", "H-1", "H-1"]
+
     hub = AWDLSTMTranslationModel.from_pretrained(
         str(ck), "checkpoint_best.pt", data_name_or_path=str(de_en_bin), user_dir=USER_DIR,
         tokenizer="moses", source_lang="de", target_lang="en")
@@ -165,11 +174,11 @@ def test_train_with_nt_asgd_generate_with_beam_and_score(de_en_bin):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("flags,message", [
-    (["--arch", "lstm", "--encoder-layers", "1", "--decoder-layers", "1"],
-     "follows validation through the model"),
+    (["--arch", "lstm", "--encoder-layers", "1", "--decoder-layers", "1", "--criterion",
+      "label_smoothed_cross_entropy"], "follows validation through the model"),
     (["--disable-validation"], "drop --disable-validation"),
-    (["--arch", "lstm", "--encoder-layers", "1", "--decoder-layers", "1", "--optimizer",
-      "sgd"], "returns 'raw_out' and 'dropped_out'"),
+    (["--arch", "lstm", "--encoder-layers", "1", "--decoder-layers", "1"],
+     "returns 'raw_out' and 'dropped_out'"),
 ])
 def test_misuse_under_translation_gets_one_line(de_en_bin, tmp_path, flags, message):
     proc = subprocess.run(["fairseq-train", str(de_en_bin), *TRAIN, "--max-update", "2",
