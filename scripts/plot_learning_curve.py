@@ -16,17 +16,19 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import ScalarFormatter  # noqa: E402
 
 VALID = re.compile(r"epoch (\d+) \| valid on '[^']+' subset \| .*?\| ppl ([\d.]+)")
-SWITCH = re.compile(r"NT-ASGD: switching to averaged SGD at epoch (\d+)")
+SWITCH = "NT-ASGD: switching to averaged SGD"
 
 
 def read_log(path):
-    """(epochs, perplexities, switch epoch or None); the last validation of each epoch."""
-    per_epoch, switch = {}, None
+    """(epochs, perplexities, switch epoch or None); the last validation of each epoch.
+    NT-ASGD logs its switch after the validation that triggered it."""
+    per_epoch, last, switch = {}, None, None
     for line in Path(path).read_text().splitlines():
         if m := VALID.search(line):
-            per_epoch[int(m.group(1))] = float(m.group(2))
-        elif m := SWITCH.search(line):
-            switch = int(m.group(1))
+            last = int(m.group(1))
+            per_epoch[last] = float(m.group(2))
+        elif SWITCH in line:
+            switch = last
     epochs = sorted(per_epoch)
     return epochs, [per_epoch[e] for e in epochs], switch
 

@@ -12,8 +12,8 @@ from plot_learning_curve import read_log  # noqa: E402
 LOG = """\
 2026-11-25 16:00:00 | INFO | valid | epoch 001 | valid on 'valid' subset | loss 9.3 | ar 0.01 | tar 0.008 | ppl 645.8 | wps 1 | num_updates 365
 2026-11-25 16:00:01 | INFO | valid | epoch 002 | valid on 'valid' subset | loss 8.8 | ppl 470.1 | wps 1 | num_updates 730
-2026-11-25 16:00:02 | INFO | fairseq_awd.nt_asgd | NT-ASGD: switching to averaged SGD at epoch 3, update 1095 (validation loss 8.9)
 2026-11-25 16:00:02 | INFO | valid | epoch 003 | valid on 'valid' subset | loss 8.9 | ppl 480.0 | wps 1 | num_updates 1095
+2026-11-25 16:00:02 | INFO | fairseq_awd.nt_asgd | NT-ASGD: switching to averaged SGD from the next update (validation loss 8.9012)
 2026-11-25 16:00:03 | INFO | valid | epoch 003 | valid on 'valid' subset | loss 8.7 | ppl 415.2 | wps 1 | num_updates 1100
 """
 
