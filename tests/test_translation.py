@@ -214,8 +214,7 @@ def test_nt_asgd_averages_under_two_cpu_processes(de_en_bin, tmp_path):
     """legacy_ddp: the hooks sit on the model inside fairseq's wrapper (averaging from
     the start, as the finetune stage, so that two tiny epochs have an average)."""
     flags = ["fairseq-train", str(de_en_bin), *TRAIN, "--asgd-from-start", "--max-epoch", "2",
-             "--save-dir",
-             str(tmp_path / "ck"), "--distributed-world-size", "2",
+             "--save-dir", str(tmp_path / "ck"), "--distributed-world-size", "2",
              "--distributed-init-method", "tcp://127.0.0.1:29531", "--distributed-no-spawn",
              "--distributed-backend", "gloo", "--ddp-backend", "legacy_ddp"]
     procs = [subprocess.Popen(flags + ["--distributed-rank", str(r)], env=ENV, cwd=tmp_path,
