@@ -58,6 +58,8 @@ class AWDLSTMDecoder(BodyDecoder):
         return x, extra
 
     def extract_features(self, tokens, incremental_state=None, stream=None):
+        # The state carried in: the stream's, or training's own; none for generation
+        # (its state is in incremental_state) or evaluation without a stream.
         name, offset = (stream["name"], stream["offset"]) if stream else ("train", None)
         carry = incremental_state is None and (stream is not None or self.training)
         state = self.carried.get(name, offset, tokens.size(0)) if carry else None
