@@ -61,7 +61,8 @@ class AWDLSTMEncoder(FairseqEncoder):
         # fairseq's translation task pads sources on the left; packing needs the right.
         src_tokens = utils.convert_padding_direction(src_tokens, pad, left_to_right=True)
         padding = src_tokens.eq(pad)
-        _, out, _ = self.body(src_tokens, lengths=(~padding).sum(1))
+        # packing reads the lengths on the CPU: move them once, not once per layer
+        _, out, _ = self.body(src_tokens, lengths=(~padding).sum(1).cpu())
         return {"encoder_out": out, "padding_mask": padding.t()}
 
     def reorder_encoder_out(self, encoder_out, new_order):

@@ -76,8 +76,8 @@ class WeightDropLSTM(nn.Module):
     def forward(self, x: torch.Tensor, state: Optional[State] = None,
                 lengths: Optional[torch.Tensor] = None):
         """x: (time, batch, input_size) -> output (time, batch, output_size), (h, c).
-        With `lengths` (batch,), x is right-padded: the sequences run packed and the
-        output is zero at padded positions."""
+        With `lengths` (batch, on the CPU), x is right-padded: the sequences run packed
+        and the output is zero at padded positions."""
         if state is None:
             zeros = x.new_zeros(len(self.suffixes), x.size(1), self.hidden_size)
             state = (zeros, zeros)
@@ -86,7 +86,7 @@ class WeightDropLSTM(nn.Module):
             output, h, c = torch.lstm(x, state, weights, True, 1, 0.0, self.training,
                                       self.bidirectional, False)
             return output, (h, c)
-        packed = pack_padded_sequence(x, lengths.cpu(), enforce_sorted=False)
+        packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
         h0, c0 = (s.index_select(1, packed.sorted_indices) for s in state)
         data, h, c = torch.lstm(packed.data, packed.batch_sizes, (h0, c0), weights, True, 1,
                                 0.0, self.training, self.bidirectional)
