@@ -23,6 +23,21 @@ def run(*cmd, cwd):
     return proc.stdout + proc.stderr
 
 
+def run_two_ranks(cmd, port, cwd):
+    """A fairseq-train command line as two CPU processes, one per rank (gloo,
+    legacy_ddp: fairseq's own spawn assumes CUDA); both must succeed. Their logs."""
+    flags = [*cmd, "--distributed-world-size", "2", "--distributed-init-method",
+             f"tcp://127.0.0.1:{port}", "--distributed-no-spawn", "--distributed-backend",
+             "gloo", "--ddp-backend", "legacy_ddp"]
+    procs = [subprocess.Popen(flags + ["--distributed-rank", str(r)], env=ENV, cwd=cwd,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for r in (0, 1)]
+    logs = [p.communicate(timeout=300)[0] for p in procs]
+    if [p.returncode for p in procs] != [0, 0]:
+        pytest.fail(logs[0][-3000:] + logs[1][-3000:])
+    return logs
+
+
 def small_dictionary(n=50):
     d = Dictionary()
     for i in range(n - len(d)):

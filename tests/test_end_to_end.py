@@ -7,7 +7,7 @@ import torch
 
 from fairseq_awd.awd_lstm import AWDLSTMModel
 
-from conftest import USER_DIR, run
+from conftest import USER_DIR, run, run_two_ranks
 
 pytestmark = pytest.mark.slow
 
@@ -132,20 +132,11 @@ def test_update_freq_mid_epoch_validation_and_max_update(data_bin, tmp_path):
 
 
 def test_two_cpu_processes_share_the_rows(data_bin, tmp_path):
-    import subprocess
-    from conftest import ENV
     from fairseq_awd.bptt_batches import train_windows
 
-    flags = [sys.executable, "-m", "fairseq_cli.train", str(data_bin), "--user-dir", USER_DIR,
-             *TINY_MODEL, *TASK, "--save-dir", str(tmp_path / "ck"), "--max-epoch", "1",
-             "--distributed-world-size", "2", "--distributed-init-method",
-             "tcp://127.0.0.1:29517", "--distributed-no-spawn",
-             "--distributed-backend", "gloo", "--ddp-backend", "legacy_ddp"]
-    procs = [subprocess.Popen(flags + ["--distributed-rank", str(r)], env=ENV, cwd=tmp_path,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for r in (0, 1)]
-    logs = [p.communicate(timeout=300)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
+    logs = run_two_ranks([sys.executable, "-m", "fairseq_cli.train", str(data_bin),
+                          "--user-dir", USER_DIR, *TINY_MODEL, *TASK, "--save-dir",
+                          str(tmp_path / "ck"), "--max-epoch", "1"], 29517, tmp_path)
     stream_len = int(re.search(r"train: ([\d,]+) tokens", logs[0]).group(1).replace(",", ""))
     # the corpus cut into 4 x 2 rows; both ranks read the same windows, so an epoch
     # has as many updates as one rank's windows

@@ -15,7 +15,7 @@ from fairseq_awd.awd_lstm_translation import AWDLSTMTranslationConfig, AWDLSTMTr
 from fairseq_awd.tied_softmax import TiedSoftmax
 from fairseq_awd.weight_drop import WeightDropLSTM
 
-from conftest import ENV, ROOT, USER_DIR, run, small_dictionary
+from conftest import ENV, ROOT, USER_DIR, run, run_two_ranks, small_dictionary
 
 TINY = dict(encoder_embed_dim=8, encoder_hidden_size=10, encoder_layers=2,
             decoder_embed_dim=8, decoder_hidden_size=12, decoder_layers=2,
@@ -213,15 +213,8 @@ def test_prepare_names_an_unknown_pair_and_unequal_files(tmp_path):
 def test_nt_asgd_averages_under_two_cpu_processes(de_en_bin, tmp_path):
     """legacy_ddp: the hooks sit on the model inside fairseq's wrapper (averaging from
     the start, as the finetune stage, so that two tiny epochs have an average)."""
-    flags = ["fairseq-train", str(de_en_bin), *TRAIN, "--asgd-from-start", "--max-epoch", "2",
-             "--save-dir", str(tmp_path / "ck"), "--distributed-world-size", "2",
-             "--distributed-init-method", "tcp://127.0.0.1:29531", "--distributed-no-spawn",
-             "--distributed-backend", "gloo", "--ddp-backend", "legacy_ddp"]
-    procs = [subprocess.Popen(flags + ["--distributed-rank", str(r)], env=ENV, cwd=tmp_path,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for r in (0, 1)]
-    logs = [p.communicate(timeout=300)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
+    logs = run_two_ranks(["fairseq-train", str(de_en_bin), *TRAIN, "--asgd-from-start",
+                          "--max-epoch", "2", "--save-dir", str(tmp_path / "ck")], 29531, tmp_path)
     assert len(re.findall(r"valid on 'valid' subset", logs[0])) == 2
     ckpt = torch.load(tmp_path / "ck" / "checkpoint_last.pt")
     state = ckpt["last_optimizer_state"]["state"]
