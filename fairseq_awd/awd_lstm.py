@@ -10,9 +10,8 @@ from dataclasses import dataclass, field
 from typing import Dict, Optional
 
 from fairseq.models import FairseqLanguageModel, register_model, register_model_architecture
-from torch import nn
 
-from .awd_lstm_body import AWDBodyConfig, AWDLSTMBody, BodyDecoder, check_config
+from .awd_lstm_body import AWDBodyConfig, AWDLSTMBody, BodyDecoder, check_config, embedding
 from .carried_state import CarriedState
 from .errors import fail
 from .nt_asgd import follow_validation
@@ -35,11 +34,10 @@ class AWDLSTMDecoder(BodyDecoder):
     def __init__(self, cfg: AWDLSTMConfig, dictionary):
         tied = not cfg.untie_embeddings
         embed_dim, hidden = cfg.decoder_embed_dim, cfg.decoder_hidden_size
-        embed_tokens = nn.Embedding(len(dictionary), embed_dim, dictionary.pad())
-        nn.init.uniform_(embed_tokens.weight, -0.1, 0.1)
         sizes = [embed_dim] + [hidden] * (cfg.decoder_layers - 1)
         sizes.append(embed_dim if tied else hidden)
-        super().__init__(dictionary, AWDLSTMBody(cfg, embed_tokens, sizes), sizes[-1], tied)
+        body = AWDLSTMBody(cfg, embedding(dictionary, embed_dim), sizes)
+        super().__init__(dictionary, body, sizes[-1], tied)
         self.carried = CarriedState()
 
     def reset_state(self, stream: Optional[str] = None):

@@ -52,6 +52,13 @@ def check_config(cfg, sizes: List[str]):
             fail(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
 
 
+def embedding(dictionary, dim: int) -> nn.Embedding:
+    """A word embedding initialised as the reference's: uniform in +-0.1."""
+    embed = nn.Embedding(len(dictionary), dim, dictionary.pad())
+    nn.init.uniform_(embed.weight, -0.1, 0.1)
+    return embed
+
+
 class AWDLSTMBody(nn.Module):
     def __init__(self, cfg: AWDBodyConfig, embed_tokens: nn.Embedding, sizes: List[int],
                  bidirectional: bool = False):

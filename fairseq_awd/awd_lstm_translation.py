@@ -16,7 +16,7 @@ from fairseq import utils
 from fairseq.models import FairseqEncoder, FairseqEncoderDecoderModel, register_model
 from torch import nn
 
-from .awd_lstm_body import AWDBodyConfig, AWDLSTMBody, BodyDecoder, check_config
+from .awd_lstm_body import AWDBodyConfig, AWDLSTMBody, BodyDecoder, check_config, embedding
 from .errors import fail
 from .nt_asgd import follow_validation
 
@@ -40,12 +40,6 @@ class AWDLSTMTranslationConfig(AWDBodyConfig):
     share_all_embeddings: bool = field(
         default=False, metadata={"help": "one embedding for source, target and softmax "
                                          "(needs a joined dictionary)"})
-
-
-def embedding(dictionary, dim):
-    embed = nn.Embedding(len(dictionary), dim, dictionary.pad())
-    nn.init.uniform_(embed.weight, -0.1, 0.1)
-    return embed
 
 
 class AWDLSTMEncoder(FairseqEncoder):
@@ -136,4 +130,3 @@ class AWDLSTMTranslationModel(FairseqEncoderDecoderModel):
         decoder = AWDLSTMTranslationDecoder(cfg, tgt_dict, decoder_embed,
                                             encoder.body.output_size)
         return follow_validation(cls(encoder, decoder))
-
