@@ -13,7 +13,7 @@ from fairseq.models import FairseqLanguageModel, register_model, register_model_
 
 from .awd_lstm_body import AWDBodyConfig, AWDLSTMBody, BodyDecoder, check_config, embedding
 from .carried_state import CarriedState
-from .errors import fail
+from .dictionary_fingerprint import check_dictionaries, dictionary_path
 from .nt_asgd import follow_validation
 
 logger = logging.getLogger(__name__)
@@ -31,12 +31,12 @@ class AWDLSTMConfig(AWDBodyConfig):
 class AWDLSTMDecoder(BodyDecoder):
     """The AWD-LSTM body with a tied softmax, carrying its state between batches."""
 
-    def __init__(self, cfg: AWDLSTMConfig, dictionary):
+    def __init__(self, cfg: AWDLSTMConfig, dictionary, dictionary_path: str = "dict.txt"):
         tied = not cfg.untie_embeddings
         embed_dim, hidden = cfg.decoder_embed_dim, cfg.decoder_hidden_size
         sizes = [embed_dim] + [hidden] * (cfg.decoder_layers - 1)
         sizes.append(embed_dim if tied else hidden)
-        body = AWDLSTMBody(cfg, embedding(dictionary, embed_dim), sizes)
+        body = AWDLSTMBody(cfg, embedding(dictionary, embed_dim, dictionary_path), sizes)
         super().__init__(dictionary, body, sizes[-1], tied)
         self.carried = CarriedState()
 
@@ -93,17 +93,15 @@ class AWDLSTMModel(FairseqLanguageModel):
                 f"awd_lstm under {type(task).__name__}: batches are not one continuous "
                 "stream, so evaluation starts each block from a zero LSTM state; for the "
                 "paper's training and perplexity use --task variable_bptt_lm")
-        return follow_validation(cls(AWDLSTMDecoder(cfg, task.target_dictionary)))
+        decoder = AWDLSTMDecoder(cfg, task.target_dictionary, dictionary_path(task))
+        return follow_validation(cls(decoder))
 
     def reset_state(self, stream: Optional[str] = None):
         self.decoder.reset_state(stream)
 
     def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
         self.upgrade_state_dict(state_dict)
-        rows = state_dict["decoder.body.embed_tokens.weight"].size(0)
-        if rows != len(self.decoder.dictionary):
-            fail(f"the checkpoint's dictionary has {rows} symbols, the data's "
-                 f"{len(self.decoder.dictionary)}: use the data-bin (dict.txt) it was trained on")
+        check_dictionaries(self, state_dict)
         return super().load_state_dict(state_dict, strict, model_cfg, args)
 
 

@@ -16,6 +16,7 @@ from fairseq.models import FairseqIncrementalDecoder
 from torch import nn
 
 from .embedding_dropout import embedding_dropout
+from .dictionary_fingerprint import mark
 from .errors import fail
 from .locked_dropout import LockedDropout
 from .tied_softmax import TiedSoftmax
@@ -52,11 +53,12 @@ def check_config(cfg, sizes: List[str]):
             fail(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
 
 
-def embedding(dictionary, dim: int) -> nn.Embedding:
-    """A word embedding initialised as the reference's: uniform in +-0.1."""
+def embedding(dictionary, dim: int, path: str) -> nn.Embedding:
+    """A word embedding initialised as the reference's: uniform in +-0.1, with the
+    fingerprint of its dictionary (read from `path`)."""
     embed = nn.Embedding(len(dictionary), dim, dictionary.pad())
     nn.init.uniform_(embed.weight, -0.1, 0.1)
-    return embed
+    return mark(embed, dictionary, path)
 
 
 class AWDLSTMBody(nn.Module):

@@ -17,6 +17,7 @@ from fairseq.models import FairseqEncoder, FairseqEncoderDecoderModel, register_
 from torch import nn
 
 from .awd_lstm_body import AWDBodyConfig, AWDLSTMBody, BodyDecoder, check_config, embedding
+from .dictionary_fingerprint import check_dictionaries, dictionary_path
 from .errors import fail
 from .nt_asgd import follow_validation
 
@@ -116,7 +117,8 @@ class AWDLSTMTranslationModel(FairseqEncoderDecoderModel):
                  f"= --decoder-embed-dim ({cfg.decoder_embed_dim}): make them equal, or add "
                  "--untie-embeddings")
         src_dict, tgt_dict = task.source_dictionary, task.target_dictionary
-        encoder_embed = embedding(src_dict, cfg.encoder_embed_dim)
+        encoder_embed = embedding(src_dict, cfg.encoder_embed_dim,
+                                  dictionary_path(task, "source_lang"))
         if cfg.share_all_embeddings:
             if src_dict != tgt_dict:
                 fail("--share-all-embeddings needs one dictionary for both languages: "
@@ -125,8 +127,13 @@ class AWDLSTMTranslationModel(FairseqEncoderDecoderModel):
                 fail("--share-all-embeddings needs --encoder-embed-dim = --decoder-embed-dim")
             decoder_embed = encoder_embed
         else:
-            decoder_embed = embedding(tgt_dict, cfg.decoder_embed_dim)
+            decoder_embed = embedding(tgt_dict, cfg.decoder_embed_dim,
+                                      dictionary_path(task, "target_lang"))
         encoder = AWDLSTMEncoder(cfg, src_dict, encoder_embed)
         decoder = AWDLSTMTranslationDecoder(cfg, tgt_dict, decoder_embed,
                                             encoder.body.output_size)
         return follow_validation(cls(encoder, decoder))
+
+    def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
+        check_dictionaries(self, state_dict)
+        return super().load_state_dict(state_dict, strict, model_cfg, args)

@@ -35,7 +35,7 @@ class CarriedState:
 
     def get(self, stream: str, offset: Optional[int], bsz: int) -> Optional[LayerStates]:
         saved = self.streams.get(stream, {})
-        if offset == 0 or not saved:
+        if offset == 0 or (offset is None and not saved):
             return None
         state = saved.get(offset) if offset is not None else saved[next(reversed(saved))]
         if state is None:

@@ -25,6 +25,7 @@ import torch
 
 from .bptt_batches import BPTTBatches, TokenStream, eval_windows, train_windows
 from .errors import fail
+from .safe_checkpoints import resume_from_intact
 
 logger = logging.getLogger(__name__)
 TRAIN_STREAM = "train"
@@ -45,9 +46,16 @@ class VariableBPTTLMConfig(FairseqDataclass):
     eval_lm_rows: int = field(
         default=1, metadata={"help": "rows of fairseq-eval-lm's split when --batch-size "
                                      "is not given (paper: 1)"})
+    tokens_per_sample: int = field(
+        default=0, metadata={"help": "language_modeling's block size, refused here (a "
+                                     "batch is --bptt tokens of each row)"})
     seed: int = II("common.seed")
     train_subset: str = II("dataset.train_subset")
     update_freq: List[int] = II("optimization.update_freq")
+    save_dir: str = II("checkpoint.save_dir")
+    restore_file: str = II("checkpoint.restore_file")
+    distributed_rank: int = II("distributed_training.distributed_rank")
+    context_window: int = II("eval_lm.context_window")
 
 
 @register_task("variable_bptt_lm", dataclass=VariableBPTTLMConfig)
@@ -57,6 +65,14 @@ class VariableBPTTLMTask(LanguageModelingTask):
     def __init__(self, cfg, dictionary):
         super().__init__(cfg, dictionary)
         self.cfg = cfg  # LanguageModelingTask keeps it as self.args only
+        # fairseq-eval-lm takes --context-window off tokens_per_sample before the task
+        # exists: the field is there so that this line is reached.
+        if cfg.context_window > 0:
+            fail("--context-window is for block-wise scoring; variable_bptt_lm carries the "
+                 "state through the whole split already: drop it")
+        if cfg.tokens_per_sample:
+            fail("--tokens-per-sample is language_modeling's block size; variable_bptt_lm "
+                 "reads --bptt tokens of each row: use --bptt")
         if cfg.bptt < cfg.min_seq_len:
             fail(f"--bptt {cfg.bptt} is below --min-seq-len {cfg.min_seq_len}")
         self.base_lr = self.scaled_lr = None
@@ -72,6 +88,9 @@ class VariableBPTTLMTask(LanguageModelingTask):
         return cls(cfg, Dictionary.load(path))
 
     def build_model(self, cfg, from_checkpoint=False):
+        resuming = not from_checkpoint and self.cfg.restore_file == "checkpoint_last.pt"
+        if resuming and self.cfg.distributed_rank == 0:
+            resume_from_intact(self.cfg.save_dir)
         model = super().build_model(cfg, from_checkpoint)
         decoder = getattr(model, "decoder", model)
         if "stream" not in inspect.signature(decoder.forward).parameters:
@@ -81,6 +100,9 @@ class VariableBPTTLMTask(LanguageModelingTask):
 
     def load_dataset(self, split, epoch=1, combine=False, **kwargs):
         path = os.path.join(self.cfg.data, split)
+        if os.path.isfile(path + ".bin") and os.path.getsize(path + ".bin") == 0:
+            fail(f"split '{split}' in {self.cfg.data} is empty ({path}.bin has 0 bytes): "
+                 f"give fairseq-preprocess a --{split}pref file with text")
         sentences = data_utils.load_indexed_dataset(path, self.dictionary)
         if sentences is None:
             fail(f"no preprocessed split '{split}' in {self.cfg.data}: run "
@@ -89,15 +111,20 @@ class VariableBPTTLMTask(LanguageModelingTask):
         self.datasets[split] = TokenStream(tokens, split)
         logger.info(f"{split}: {len(tokens):,} tokens as one stream")
 
-    def _iterator(self, stream, n_rows, windows, name, num_shards, shard_id, epoch,
+    def _iterator(self, stream, n_rows, rows_flag, windows, name, num_shards, shard_id, epoch,
                   data_buffer_size):
+        """rows_flag: the flag that sets n_rows, named by the errors."""
         if n_rows < num_shards:
-            fail(f"{n_rows} rows of '{stream.split}' cannot be shared by {num_shards} ranks")
+            fail(f"{n_rows} rows of '{stream.split}' ({rows_flag}) cannot be shared by "
+                 f"{num_shards} ranks")
         rows, row_ids = stream.rows(n_rows, shard_id, num_shards)
         row_len = rows.size(1)
         if row_len <= self.cfg.min_seq_len:
+            most = len(stream) // (self.cfg.min_seq_len + 1)
+            fix = (f"lower {rows_flag} (the split has room for {most} rows in all)"
+                   if most >= num_shards else "give the split more text")
             fail(f"split '{stream.split}' has {len(stream):,} tokens: too few for {n_rows} rows "
-                 f"of more than {self.cfg.min_seq_len} tokens; use fewer rows (--batch-size)")
+                 f"({rows_flag}) of more than {self.cfg.min_seq_len} tokens; {fix}")
         batches = BPTTBatches(rows, row_ids, name)
         return iterators.EpochBatchIterator(
             dataset=batches,
@@ -112,9 +139,10 @@ class VariableBPTTLMTask(LanguageModelingTask):
             disable_shuffling=True,  # the streams are read in order
         )
 
-    def _eval_iterator(self, stream, n_rows, num_shards, shard_id, data_buffer_size):
+    def _eval_iterator(self, stream, n_rows, rows_flag, num_shards, shard_id,
+                       data_buffer_size):
         """Validation and eval-lm: windows of exactly bptt, from a zero state."""
-        return self._iterator(stream, n_rows, lambda n, ep: eval_windows(n, self.cfg.bptt),
+        return self._iterator(stream, n_rows, rows_flag, lambda n, ep: eval_windows(n, self.cfg.bptt),
                               f"eval:{stream.split}", num_shards, shard_id, 1, data_buffer_size)
 
     def get_batch_iterator(self, dataset, max_tokens=None, max_sentences=None,
@@ -131,8 +159,8 @@ class VariableBPTTLMTask(LanguageModelingTask):
                 grouped_shuffling, update_epoch_batch_itr)
         cfg = self.cfg
         if dataset.split != cfg.train_subset:
-            return self._eval_iterator(dataset, cfg.valid_rows, num_shards, shard_id,
-                                       data_buffer_size)
+            return self._eval_iterator(dataset, cfg.valid_rows, "--valid-rows", num_shards,
+                                       shard_id, data_buffer_size)
         if max_sentences is None:
             fail("variable_bptt_lm needs --batch-size: the number of rows each rank reads")
         if max_tokens is not None:
@@ -143,17 +171,16 @@ class VariableBPTTLMTask(LanguageModelingTask):
             return train_windows(row_len, cfg.bptt, cfg.bptt_full_prob, cfg.bptt_std,
                                  cfg.min_seq_len, cfg.seed, ep)
 
-        return self._iterator(dataset, max_sentences * num_shards, windows, TRAIN_STREAM,
+        return self._iterator(dataset, max_sentences * num_shards, "--batch-size", windows,
+                              TRAIN_STREAM,
                               num_shards, shard_id, epoch, data_buffer_size)
 
     def eval_lm_dataloader(self, dataset, max_tokens=36000, batch_size=None,
                            max_positions=None, num_shards=1, shard_id=0, num_workers=1,
                            data_buffer_size=10, context_window=0):
-        if context_window > 0:
-            fail("--context-window is for block-wise scoring; variable_bptt_lm carries the "
-                 "state through the whole split already: drop it")
-        itr = self._eval_iterator(dataset, batch_size or self.cfg.eval_lm_rows, num_shards,
-                                  shard_id, data_buffer_size)
+        rows_flag = "--batch-size" if batch_size else "--eval-lm-rows"
+        itr = self._eval_iterator(dataset, batch_size or self.cfg.eval_lm_rows, rows_flag,
+                                  num_shards, shard_id, data_buffer_size)
         return itr.next_epoch_itr(shuffle=False)
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):

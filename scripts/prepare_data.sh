@@ -3,6 +3,7 @@
 # reader builds it (and no padding of the vocabulary to a multiple of 8).
 binarize() {
     local src=$1 dest=$2
+    python "$(dirname "${BASH_SOURCE[0]}")/check_utf8.py" "$src"/{train,valid,test}.txt || return
     cat "$src"/{train,valid,test}.txt > "$src/all.txt"
     fairseq-preprocess --only-source --dict-only --padding-factor 1 \
         --trainpref "$src/all.txt" --destdir "$dest" --workers "${WORKERS:-4}"

@@ -11,20 +11,12 @@ line naming the file and the fix.
 import argparse
 from pathlib import Path
 
+from check_utf8 import read_lines
 from sacremoses import MosesTokenizer
 
 from fairseq_awd.errors import fail
 
 SPLITS = ("train", "valid", "test")
-
-
-def read_lines(path: Path):
-    data = path.read_bytes()
-    try:
-        return data.decode("utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        fail(f"{path} line {line} is not UTF-8 ({e.reason}): convert the file to UTF-8")
 
 
 def check_pair(raw: Path, src: str, tgt: str):

@@ -51,7 +51,9 @@ def test_hydra_config_equals_the_readme_command(name, data):
 def test_finetune_command_is_the_training_command_plus_finetune_flags():
     train, finetune = (cli_config(c) for c in readme_commands("fairseq-train data-bin/ptb "))
     for section in ("task", "model", "criterion", "dataset", "common"):
-        assert train[section] == finetune[section], section
+        # the task's save_dir mirrors --save-dir (for resuming from an intact checkpoint)
+        differ = {k for k in train[section] if train[section][k] != finetune[section][k]}
+        assert differ == ({"save_dir"} if section == "task" else set()), section
     assert {k for k in train.optimizer if train.optimizer[k] != finetune.optimizer[k]} == {
         "asgd_from_start"}
     assert finetune.optimizer.asgd_from_start and finetune.optimization.stop_min_lr == 0
@@ -74,7 +76,7 @@ def test_hydra_trains_in_bf16_with_nt_asgd(data_bin, tmp_path):
     ckpt = torch.load(tmp_path / "ck" / "checkpoint_last.pt")
     assert ckpt["cfg"]["common"]["bf16"]
     state = ckpt["last_optimizer_state"]["state"]
-    params = list(ckpt["model"].values())
+    params = [v for v in ckpt["model"].values() if v.is_floating_point()]
     # the fp32 average, rounded to bf16 for the model that validated with it
     assert state[0]["ax"].dtype == torch.float32
     assert all(torch.equal(p, state[i]["ax"].bfloat16().float()) for i, p in enumerate(params))

@@ -1,4 +1,5 @@
 """The scripts users run on their own logs and machines."""
+import re
 import subprocess
 import sys
 
@@ -40,3 +41,14 @@ def test_benchmark_prints_its_table(tmp_path):
     import json
     rows = json.loads((tmp_path / "b.json").read_text())["rows"]
     assert all(r["train_tokens_per_s"] > 0 and r["peak_memory_mb"] > 0 for r in rows)
+
+
+@pytest.mark.slow
+def test_the_readme_demo_prints_a_perplexity_in_the_range_it_states(tmp_path):
+    low, high = map(float, re.search(r"test perplexity, between (\d+) and (\d+)",
+                                     (ROOT / "README.md").read_text()).groups())
+    env = {**ENV, "OUT": str(tmp_path / "demo"), "OMP_NUM_THREADS": "2"}  # as the README runs it
+    out = subprocess.run(["bash", str(ROOT / "scripts" / "demo.sh")], env=env, check=True,
+                         capture_output=True, text=True)
+    ppl = float(re.search(r"Perplexity: ([\d.]+)", out.stdout + out.stderr).group(1))
+    assert low <= ppl <= high, ppl

@@ -10,7 +10,9 @@ from fairseq_awd.variable_bptt_lm import VariableBPTTLMConfig, VariableBPTTLMTas
 
 
 def make_task(data_bin, **overrides):
-    settings = {"data": str(data_bin), "seed": 1, "train_subset": "train", "update_freq": [1]}
+    settings = {"data": str(data_bin), "seed": 1, "train_subset": "train", "update_freq": [1],
+                "save_dir": "checkpoints", "restore_file": "checkpoint_last.pt",
+                "distributed_rank": 0, "context_window": 0}
     cfg = VariableBPTTLMConfig(**{**settings, **overrides})
     task = VariableBPTTLMTask.setup_task(cfg)
     for split in ("train", "valid", "test"):

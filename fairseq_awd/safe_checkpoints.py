@@ -1,0 +1,112 @@
+"""Checkpoints that survive a killed run, and one line for a corrupt one.
+
+fairseq writes a checkpoint's first file atomically (a .tmp file, then a rename)
+but makes checkpoint_best.pt and checkpoint_last.pt from it with a plain copy, so
+a run killed during that copy (kill -9, a preempted job) leaves a truncated
+checkpoint_last.pt, and the restart dies in torch's unpickler. fairseq has no
+extension point on that path, so `install()` replaces two of its functions, the
+least it takes:
+- `PathManager.copy`, for local files: copy to `<dst>.tmp`, then `os.replace`,
+  so a file is either the old one or the new one, never a part;
+- `checkpoint_utils.load_checkpoint_to_cpu`: checks the file first (a torch
+  checkpoint is a zip archive with a CRC per member), so eval-lm, generate, the hub
+  and a resume end with one line naming a corrupt file, and remembers which file it
+  loads (`loading`, named by the dictionary check).
+A checkpoint_last.pt damaged otherwise (a full disk, a copy cut short) is replaced
+at the start of training by the newest intact checkpoint (`resume_from_intact`).
+"""
+import functools
+import glob
+import logging
+import os
+import shutil
+import zipfile
+from typing import Optional
+
+from fairseq import checkpoint_utils
+from fairseq.file_io import PathManager
+
+from .errors import fail
+
+logger = logging.getLogger(__name__)
+loading: Optional[str] = None  # the checkpoint being loaded, for error messages
+
+
+def corruption(path: str) -> Optional[str]:
+    """Why `path` is not a complete checkpoint, or None when it is (or is not a
+    zip archive at all: torch's legacy format, left to torch)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head:
+        return "0 bytes"
+    if head != b"PK\x03\x04":
+        return None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        return f"{os.path.getsize(path):,} bytes, cut short ({e})"
+    return f"member {bad} fails its CRC check" if bad else None
+
+
+def atomic_copy(src_path: str, dst_path: str):
+    tmp = f"{dst_path}.tmp"
+    shutil.copyfile(src_path, tmp)
+    os.replace(tmp, dst_path)
+
+
+def install():
+    if getattr(PathManager.copy, "atomic", False):
+        return  # the package imported twice (--user-dir and an installed copy)
+    fairseq_copy, fairseq_load = PathManager.copy, checkpoint_utils.load_checkpoint_to_cpu
+
+    def copy(src_path: str, dst_path: str, overwrite: bool = False) -> bool:
+        if PathManager.path_requires_pathmanager(dst_path):
+            return fairseq_copy(src_path, dst_path, overwrite)  # a remote store
+        atomic_copy(src_path, dst_path)
+        return True
+
+    @functools.wraps(fairseq_load)
+    def load_checkpoint_to_cpu(path, *args, **kwargs):
+        global loading
+        if os.path.isfile(path):
+            problem = corruption(path)
+            if problem:
+                fail(f"{path} is not a complete checkpoint ({problem}); it was cut short "
+                     "while being written: use another checkpoint of the run "
+                     "(checkpoint_best.pt, checkpointN.pt)")
+        loading = path
+        return fairseq_load(path, *args, **kwargs)
+
+    copy.atomic = True
+    PathManager.copy = staticmethod(copy)
+    checkpoint_utils.load_checkpoint_to_cpu = load_checkpoint_to_cpu
+
+
+def resume_from_intact(save_dir: str):
+    """Before a training run resumes: checkpoint_last.pt becomes the newest intact
+    checkpoint*.pt of `save_dir` (by modification time) when it is damaged, missing
+    or older (a run killed between writing checkpointN.pt and copying it), with one
+    line saying which file was skipped and why. With none intact, a damaged
+    checkpoint_last.pt is moved aside and training starts from scratch."""
+    last = os.path.join(save_dir, "checkpoint_last.pt")
+    newest_first = sorted(glob.glob(os.path.join(save_dir, "checkpoint*.pt")),
+                          key=lambda p: (os.path.getmtime(p), p == last), reverse=True)
+    skipped = []
+    for path in newest_first:
+        problem = corruption(path)
+        if problem:
+            skipped.append(f"{path} ({problem})")
+            continue
+        if path != last:
+            atomic_copy(path, last)
+        if path != last or skipped:
+            why = "; ".join(skipped) or (f"{last} (older than {path}: a run killed while "
+                                         "saving)" if last in newest_first else
+                                         f"{last} (missing: a run killed while saving)")
+            logger.warning(f"fairseq-awd: skipped {why}: resuming from {path}")
+        return
+    if os.path.exists(last):
+        os.replace(last, last + ".corrupt")
+        logger.warning(f"fairseq-awd: skipped {'; '.join(skipped)}: no intact checkpoint in "
+                       f"{save_dir}, training starts from scratch ({last} kept as .corrupt)")

@@ -1,0 +1,110 @@
+"""A training killed at any moment resumes: every checkpoint file on disk is whole
+after kill -9, and a damaged checkpoint_last.pt is replaced by the newest intact one."""
+import os
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import ENV, USER_DIR, run
+
+pytestmark = pytest.mark.slow
+
+SAVE_EVERY = 2
+FINAL = 30
+
+
+def command(data_bin, save_dir, max_update, *flags):
+    return [sys.executable, "-m", "fairseq_cli.train", str(data_bin), "--user-dir", USER_DIR,
+            "--task", "variable_bptt_lm", "--bptt", "20", "--batch-size", "4", "--seed", "7",
+            "--arch", "awd_lstm", "--decoder-embed-dim", "32", "--decoder-hidden-size", "64",
+            "--criterion", "ar_tar_cross_entropy", "--optimizer", "nt_asgd", "--lr", "30",
+            "--clip-norm", "0.25", "--cpu", "--log-format", "simple",
+            "--save-interval-updates", str(SAVE_EVERY), "--max-update", str(max_update),
+            "--save-dir", str(save_dir), *flags]
+
+
+def files(save_dir):
+    if not save_dir.exists():
+        return {}
+    return {e.name: e.stat().st_mtime_ns for e in os.scandir(save_dir)
+            if e.name.startswith("checkpoint")}  # not fairseq's start-up probe, "dummy"
+
+
+def watch(cmd, save_dir, cwd, kill_after=None):
+    """Start the run; once a save begins (a new checkpoint file appears in save_dir;
+    not the resume's own copy to checkpoint_last.pt), kill -9 it after `kill_after`
+    seconds. Its log, and the time from the start of the save to the last change."""
+    before = files(save_dir)
+    proc = subprocess.Popen(cmd, env=ENV, cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    start = end = None
+    while True:
+        running = proc.poll() is None
+        now = files(save_dir)
+        if start is None and any(not n.startswith("checkpoint_last") for n in now.keys() - before):
+            start = time.perf_counter()
+            if kill_after is not None:
+                time.sleep(kill_after)
+                proc.kill()
+        if start is not None and now != before:
+            end = time.perf_counter()
+        before = now
+        if not running:
+            return proc.communicate()[0], (end - start if start else 0)
+        time.sleep(0.0002)
+
+
+def num_updates(path):
+    return torch.load(path)["optimizer_history"][-1]["num_updates"]
+
+
+def test_kill_9_during_saves_never_leaves_a_partial_checkpoint(data_bin, tmp_path):
+    # a 14 MB checkpoint (embeddings of 512): a save window of tens of milliseconds
+    cmd = command(data_bin, tmp_path / "probe", SAVE_EVERY, "--decoder-embed-dim", "512")
+    _, window = watch(cmd, tmp_path / "probe", tmp_path)
+    save_dir = tmp_path / "ck"
+    cmd = command(data_bin, save_dir, FINAL, "--decoder-embed-dim", "512")
+    kills = 10
+    for i in range(kills):
+        had_one = save_dir.exists() and any(n.endswith(".pt") for n in os.listdir(save_dir))
+        log, _ = watch(cmd, save_dir, tmp_path, kill_after=window * i / (kills - 2))
+        assert "Traceback" not in log, log[-3000:]
+        if had_one:  # the newest intact checkpoint, through checkpoint_last.pt
+            assert re.search(r"Loaded checkpoint .*checkpoint_last\.pt", log), (i, log[-3000:])
+        for name in os.listdir(save_dir):
+            if name.endswith(".pt"):  # whole: torch reads it (a .tmp may be partial)
+                torch.load(save_dir / name)
+    log = run(*cmd, cwd=tmp_path)
+    assert "Loaded checkpoint" in log, log[-6000:]
+    assert num_updates(save_dir / "checkpoint_last.pt") == FINAL
+
+
+@pytest.mark.parametrize("keep", ["nothing", "half"])
+def test_a_damaged_checkpoint_last_resumes_from_the_newest_intact(data_bin, tmp_path, keep):
+    save_dir = tmp_path / "ck"
+    run(*command(data_bin, save_dir, 6), cwd=tmp_path)
+    last = save_dir / "checkpoint_last.pt"
+    with open(last, "r+b") as f:
+        f.truncate(0 if keep == "nothing" else last.stat().st_size // 2)
+    log = run(*command(data_bin, save_dir, 9), cwd=tmp_path)
+    problem = r"0 bytes" if keep == "nothing" else r"[\d,]+ bytes, cut short"
+    assert re.search(rf"fairseq-awd: skipped {last} \({problem}.*\): resuming from "
+                     rf"{save_dir}/checkpoint(_best|_1_6)\.pt", log), log[-3000:]
+    assert re.search(r"Loaded checkpoint .* \(epoch 1 @ 6 updates\)", log)
+    # mid-epoch: the rows start from a zero state, and the log says so
+    assert "no carried state for stream 'train'" in log
+    assert num_updates(last) == 9
+
+
+def test_no_intact_checkpoint_starts_from_scratch(data_bin, tmp_path):
+    save_dir = tmp_path / "ck"
+    save_dir.mkdir()
+    (save_dir / "checkpoint_last.pt").write_bytes(b"PK\x03\x04 cut")
+    log = run(*command(data_bin, save_dir, 2), cwd=tmp_path)
+    assert "no intact checkpoint in" in log and "training starts from scratch" in log
+    assert (save_dir / "checkpoint_last.pt.corrupt").exists()
+    assert num_updates(save_dir / "checkpoint_last.pt") == 2
