@@ -14,8 +14,9 @@ setup(
         "torch==2.13.0",
         # fairseq 0.12.2 does not import on Python 3.11; this fork does (import name fairseq).
         "fairseq-fixed==0.12.3.1",
-        # fairseq-fixed still calls np.compat, which numpy 2 removed.
-        "numpy<2",
+        # numpy 1.26 and 2.x: fairseq-fixed's one call into the np.compat that numpy 2
+        # removed gets its alias back from fairseq_awd/numpy2.py.
+        "numpy>=1.26",
     ],
     extras_require={
         "plot": ["matplotlib"],

@@ -75,17 +75,23 @@ class NTASGD(torch.optim.Optimizer):
                 lr = group["lr"] if info["eta"] is None else info["eta"]
             # fairseq hands this optimizer fp32 tensors in every precision mode (the
             # FP16 wrapper's master copies, AMP's fp32 model), so the average is fp32.
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                p.add_(p.grad.add(p, alpha=group["weight_decay"]), alpha=-lr)
-                if info["averaging"]:
-                    ax = self.state[p].setdefault("ax", torch.zeros_like(p))
-                    mu = 1 / max(1, k - 1)
-                    if mu == 1:
-                        ax.copy_(p)
-                    else:
-                        ax.add_(p.sub(ax).mul_(mu))
+            # One foreach kernel per operation over all parameters, not one per tensor:
+            # the same arithmetic as p -= lr * (grad + wd * p), ax += mu * (p - ax).
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = torch._foreach_add([p.grad for p in params], params,
+                                       alpha=group["weight_decay"])
+            torch._foreach_add_(params, grads, alpha=-lr)
+            if info["averaging"]:
+                axs = [self.state[p].setdefault("ax", torch.zeros_like(p)) for p in params]
+                mu = 1 / max(1, k - 1)
+                if mu == 1:
+                    torch._foreach_copy_(axs, params)
+                else:
+                    diffs = torch._foreach_sub(params, axs)
+                    torch._foreach_mul_(diffs, mu)
+                    torch._foreach_add_(axs, diffs)
         if info["averaging"]:
             info["eta"] = self.param_groups[0]["lr"]
 

@@ -11,6 +11,7 @@ is the paper's.
 import inspect
 import logging
 import os
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import List, Optional
@@ -56,6 +57,7 @@ class VariableBPTTLMConfig(FairseqDataclass):
     restore_file: str = II("checkpoint.restore_file")
     distributed_rank: int = II("distributed_training.distributed_rank")
     context_window: int = II("eval_lm.context_window")
+    log_interval: int = II("common.log_interval")
 
 
 @register_task("variable_bptt_lm", dataclass=VariableBPTTLMConfig)
@@ -181,7 +183,9 @@ class VariableBPTTLMTask(LanguageModelingTask):
         rows_flag = "--batch-size" if batch_size else "--eval-lm-rows"
         itr = self._eval_iterator(dataset, batch_size or self.cfg.eval_lm_rows, rows_flag,
                                   num_shards, shard_id, data_buffer_size)
-        return itr.next_epoch_itr(shuffle=False)
+        batches = itr.next_epoch_itr(shuffle=False)
+        return iterators.CountingIterator(
+            progress(batches, len(batches), self.cfg.log_interval), total=len(batches))
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
         if not ignore_grad:
@@ -208,6 +212,19 @@ class VariableBPTTLMTask(LanguageModelingTask):
         self.drawn.append(drawn)
         self.scaled_lr = self.base_lr * sum(self.drawn) / len(self.drawn) / self.cfg.bptt
         optimizer.set_lr(self.scaled_lr)
+
+
+def progress(batches, n_batches, every):
+    """fairseq-eval-lm prints nothing until the end when stderr is not a terminal, and
+    one stream (a 245k-token test split, batch 1) can take minutes: a line every
+    `every` windows (--log-interval)."""
+    start, tokens = time.perf_counter(), 0
+    for i, batch in enumerate(batches, 1):
+        yield batch
+        tokens += batch["ntokens"]
+        if i % every == 0 and i < n_batches:
+            logger.info(f"eval-lm: window {i:,} of {n_batches:,}, {tokens:,} tokens, "
+                        f"{tokens / (time.perf_counter() - start):,.0f} tokens/s")
 
 
 def with_commit(sample, commit):

@@ -8,15 +8,27 @@ peak memory of each, from a short run in its own process (on a CPU: the peak
 resident memory above what the imports took). On a CUDA GPU also
 awd_lstm with AMP (fp16 autocast and a GradScaler).
 
+Then the real thing beside the bare loop: `fairseq-train` (variable_bptt_lm,
+ar_tar_cross_entropy, nt_asgd) on random text of the same vocabulary, its own
+tokens/s (`wps`) over --steps updates after as many for warm-up, and
+`fairseq-eval-lm` scoring one stream (batch 1). fairseq_train_over_bare_loop is
+what fairseq and the plugins' per-update work cost; `--size tiny` makes the
+kernels cheap, so that this overhead is most of what is timed.
+
     OMP_NUM_THREADS=2 python scripts/benchmark.py --size small --steps 20
 """
 import argparse
 import json
+import os
+import random
+import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from argparse import Namespace
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +40,7 @@ from fairseq_awd.ar_tar_criterion import ARTARCrossEntropyCriterion
 from fairseq_awd.awd_lstm import AWDLSTMConfig, AWDLSTMDecoder, AWDLSTMModel
 
 SIZES = {  # embedding, hidden, vocabulary
+    "tiny": (32, 64, 10000),
     "small": (200, 400, 10000),
     "ptb": (400, 1150, 10000),
 }
@@ -151,6 +164,51 @@ def memory_of(args, name):
         print(status_mb("VmHWM") - before)
 
 
+def fairseq_commands(args, workdir: Path):
+    """fairseq-train's and fairseq-eval-lm's tokens/s, with and without AMP on a GPU."""
+    embed, hidden, vocab = SIZES[args.size]
+    rng = random.Random(0)
+    words = [f"w{i}" for i in range(vocab - 4)]  # + fairseq's 4 special symbols
+
+    def write(name, tokens):
+        lines = (" ".join(rng.choices(words, k=19)) for _ in range(tokens // 20))
+        (workdir / name).write_text("\n".join(lines) + "\n")
+    write("train.txt", args.batch_size * args.bptt * (2 * args.steps + 10))
+    write("valid.txt", 20 * args.bptt)
+    write("test.txt", args.eval_tokens)
+    subprocess.run([sys.executable, "-m", "fairseq_cli.preprocess", "--only-source",
+                    "--trainpref", "train.txt", "--validpref", "valid.txt", "--testpref",
+                    "test.txt", "--destdir", "bin", "--workers", "2"], cwd=workdir, check=True,
+                   capture_output=True)
+    user_dir = str(Path(__file__).resolve().parents[1] / "fairseq_awd")
+    cpu = ["--cpu"] if args.device == "cpu" else []
+    env = {**os.environ, **({"CUDA_VISIBLE_DEVICES": ""} if cpu else {})}
+    rows = []
+    for amp in ([[]] if cpu else [[], ["--amp"]]):
+        save_dir = workdir / f"ck{len(rows)}"
+        out = subprocess.run(
+            [sys.executable, "-m", "fairseq_cli.train", "bin", "--user-dir", user_dir, *cpu,
+             *amp, "--task", "variable_bptt_lm", "--bptt", str(args.bptt), "--batch-size",
+             str(args.batch_size), "--arch", "awd_lstm", "--decoder-embed-dim", str(embed),
+             "--decoder-hidden-size", str(hidden), "--criterion", "ar_tar_cross_entropy",
+             "--optimizer", "nt_asgd", "--lr", "30", "--clip-norm", "0.25", "--weight-decay",
+             "1.2e-6", "--max-update", str(2 * args.steps), "--log-interval", str(args.steps),
+             "--log-format", "simple", "--save-dir", str(save_dir), "--no-epoch-checkpoints"],
+            cwd=workdir, env=env, check=True, capture_output=True, text=True)
+        # fairseq's wps over the second --log-interval: the updates after the warm-up
+        wps = float(re.findall(r"train_inner .*wps=([\d.]+)", out.stderr + out.stdout)[-1])
+        out = subprocess.run(
+            [sys.executable, "-m", "fairseq_cli.eval_lm", "bin", "--user-dir", user_dir, *cpu,
+             "--task", "variable_bptt_lm", "--bptt", str(args.bptt), "--path",
+             str(save_dir / "checkpoint_last.pt")],
+            cwd=workdir, env=env, check=True, capture_output=True, text=True)
+        eval_tps = float(re.search(r"\(([\d.]+) tokens/s\)", out.stderr + out.stdout).group(1))
+        rows.append({"model": "fairseq-train" + (" amp" if amp else ""),
+                     "train_tokens_per_s": round(wps), "eval_tokens_per_s": round(eval_tps),
+                     "peak_memory_mb": None})
+    return rows
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", choices=SIZES, default="small")
@@ -184,6 +242,8 @@ def main():
         rows.append({"model": name, "train_tokens_per_s": round(train_tps),
                      "eval_tokens_per_s": round(eval_tps),
                      "peak_memory_mb": round(peak_memory_mb(args, name))})
+    with tempfile.TemporaryDirectory() as workdir:
+        rows += fairseq_commands(args, Path(workdir))
     by = {r["model"]: r for r in rows}
     ratios = {
         "awd_lstm_over_lstm_lm_train": by["awd_lstm wd0.5"]["train_tokens_per_s"]
@@ -193,17 +253,24 @@ def main():
         "awd_lstm_over_lstm_lm_eval": by["awd_lstm wd0.5"]["eval_tokens_per_s"]
         / by["lstm_lm"]["eval_tokens_per_s"],
     }
+    ratios["fairseq_train_over_bare_loop"] = (by["fairseq-train"]["train_tokens_per_s"]
+                                              / by["awd_lstm wd0.5"]["train_tokens_per_s"])
     if "awd_lstm wd0.5 amp" in by:
         ratios["amp_over_fp32_train"] = (by["awd_lstm wd0.5 amp"]["train_tokens_per_s"]
                                          / by["awd_lstm wd0.5"]["train_tokens_per_s"])
+    if "fairseq-train amp" in by:
+        ratios["fairseq_train_amp_over_bare_loop_amp"] = (
+            by["fairseq-train amp"]["train_tokens_per_s"]
+            / by["awd_lstm wd0.5 amp"]["train_tokens_per_s"])
     ratios = {k: round(v, 3) for k, v in ratios.items()}
 
     print(f"device {args.device}, size {args.size} {SIZES[args.size]}, batch {args.batch_size}, "
           f"bptt {args.bptt}, {args.steps} timed steps")
     print(f"{'model':22s} {'train tok/s':>12s} {'eval tok/s':>11s} {'peak MB':>8s}")
     for r in rows:
+        peak = "-" if r["peak_memory_mb"] is None else r["peak_memory_mb"]
         print(f"{r['model']:22s} {r['train_tokens_per_s']:12d} {r['eval_tokens_per_s']:11d} "
-              f"{r['peak_memory_mb']:8d}")
+              f"{peak:>8}")
     for k, v in ratios.items():
         print(f"{k:32s} {v}")
     with open(args.json, "w") as f:

@@ -12,12 +12,15 @@ import fairseq_awd  # noqa: F401  (registers the plugins)
 ROOT = Path(__file__).resolve().parents[1]
 WT2 = ROOT / "data" / "wt2-slice"
 USER_DIR = str(ROOT / "fairseq_awd")
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+# The command lines run with --cpu, and must not see a GPU: on a CUDA machine
+# fairseq's clip_grad_norm_ puts the norm of CPU gradients on cuda:0 and fails.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+GPU_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # tests/test_cuda.py
 
 
-def run(*cmd, cwd):
+def run(*cmd, cwd, env=ENV):
     """Run a fairseq command line; fail the test with its output if it fails."""
-    proc = subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         pytest.fail(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr[-4000:]}")
     return proc.stdout + proc.stderr

@@ -72,9 +72,13 @@ def test_eval_lm_scores_the_test_split_as_one_stream(data_bin, trained):
 
     save_dir, _ = trained
     out = run(sys.executable, "-m", "fairseq_cli.eval_lm", str(data_bin), "--user-dir", USER_DIR,
-              "--task", "variable_bptt_lm", "--bptt", "20",
+              "--task", "variable_bptt_lm", "--bptt", "20", "--log-interval", "100",
               "--path", str(save_dir / "checkpoint_best.pt"), "--cpu", cwd=save_dir)
     ppl = float(re.search(r"Perplexity: ([\d.]+)", out).group(1))
+    # progress while one stream is scored: a line every 100 windows (of 20 tokens)
+    windows = re.findall(r"eval-lm: window ([\d,]+) of [\d,]+, ([\d,]+) tokens", out)
+    assert [w for w, _ in windows][:2] == ["100", "200"], out[-2000:]
+    assert windows[0][1] == "2,000"
     n_scored = int(re.search(r"Evaluated ([\d,]+) tokens", out).group(1).replace(",", ""))
 
     models, _, task = checkpoint_utils.load_model_ensemble_and_task(

@@ -12,7 +12,7 @@ from fairseq_awd.variable_bptt_lm import VariableBPTTLMConfig, VariableBPTTLMTas
 def make_task(data_bin, **overrides):
     settings = {"data": str(data_bin), "seed": 1, "train_subset": "train", "update_freq": [1],
                 "save_dir": "checkpoints", "restore_file": "checkpoint_last.pt",
-                "distributed_rank": 0, "context_window": 0}
+                "distributed_rank": 0, "context_window": 0, "log_interval": 100}
     cfg = VariableBPTTLMConfig(**{**settings, **overrides})
     task = VariableBPTTLMTask.setup_task(cfg)
     for split in ("train", "valid", "test"):
