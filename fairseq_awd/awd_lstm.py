@@ -9,10 +9,14 @@ import logging
 from dataclasses import dataclass, field
 from typing import Dict, Optional
 
+import torch
+import torch.nn.functional as F
 from fairseq.models import FairseqLanguageModel, register_model, register_model_architecture
 
 from .awd_lstm_body import AWDBodyConfig, AWDLSTMBody, BodyDecoder, check_config, embedding
+from .cache_pointer import CachePointer
 from .carried_state import CarriedState
+from .dynamic_eval import DynamicEval, mean_cross_entropy
 from .dictionary_fingerprint import check_dictionaries, dictionary_path
 from .nt_asgd import follow_validation
 
@@ -39,6 +43,7 @@ class AWDLSTMDecoder(BodyDecoder):
         body = AWDLSTMBody(cfg, embedding(dictionary, embed_dim, dictionary_path), sizes)
         super().__init__(dictionary, body, sizes[-1], tied)
         self.carried = CarriedState()
+        self.caches: Dict[str, CachePointer] = {}
 
     def reset_state(self, stream: Optional[str] = None):
         """Forget the carried LSTM state of one stream, or of all."""
@@ -50,10 +55,47 @@ class AWDLSTMDecoder(BodyDecoder):
         batch continues, as the variable_bptt_lm task sets it: {"name", "offset",
         "commit"}. Without it, training follows on from the previous batch and
         evaluation starts every batch from zeros."""
+        if stream is not None and stream.get("dynamic_eval"):
+            return self.dynamic_eval(prev_output_tokens, stream)
         x, extra = self.extract_features(prev_output_tokens, incremental_state, stream)
         if not features_only:
             x = self.output_layer(x)
+            if stream is not None and stream.get("cache"):
+                extra["cache_log_probs"] = self.cache_pointer(stream, x, extra["raw_out"],
+                                                              prev_output_tokens)
         return x, extra
+
+    def dynamic_eval(self, tokens, stream):
+        """fairseq-eval-lm --dynamic-eval: the window's outputs with the weights as they
+        are, then one step on its loss (dynamic_eval.py); first, the gradient
+        statistics over the training batches that stream["dynamic_eval"] gives."""
+        settings = stream["dynamic_eval"]
+        plain = {k: v for k, v in stream.items() if k not in ("dynamic_eval", "target")}
+        with torch.enable_grad():
+            if stream["offset"] == 0:
+                self.dynamic = DynamicEval(self, settings["lr"], settings["lambda"],
+                                           settings["epsilon"])
+                offset = 0
+
+                def loss_of(source, target):
+                    nonlocal offset
+                    logits = self(source, stream={"name": "dynamic-eval-stats",
+                                                  "offset": offset, "commit": True})[0]
+                    offset += source.size(1)
+                    return mean_cross_entropy(logits, target)
+                self.dynamic.gradient_statistics(loss_of, settings["stats"](tokens.device))
+            logits, extra = self(tokens, stream=plain)
+            self.dynamic.step(mean_cross_entropy(logits, stream["target"]))
+        return logits.detach(), {k: v.detach() if torch.is_tensor(v) else v
+                                 for k, v in extra.items()}
+
+    def cache_pointer(self, stream, logits, raw, tokens):
+        """fairseq-eval-lm with --cache-window: the mixed log-probabilities of one
+        row, the cache carried along its stream (cache_pointer.py)."""
+        if stream["offset"] == 0 or stream["name"] not in self.caches:
+            self.caches[stream["name"]] = CachePointer(**stream["cache"])
+        lprobs = F.log_softmax(logits[0].float(), dim=-1)
+        return self.caches[stream["name"]].log_probs(lprobs, raw[0], tokens[0])[None]
 
     def extract_features(self, tokens, incremental_state=None, stream=None):
         # The state carried in: the stream's, or training's own; none for generation
@@ -98,6 +140,12 @@ class AWDLSTMModel(FairseqLanguageModel):
 
     def reset_state(self, stream: Optional[str] = None):
         self.decoder.reset_state(stream)
+
+    def get_normalized_probs(self, net_output, log_probs, sample=None):
+        mixed = net_output[1].get("cache_log_probs") if isinstance(net_output[1], dict) else None
+        if mixed is None:
+            return super().get_normalized_probs(net_output, log_probs, sample)
+        return mixed if log_probs else mixed.exp()
 
     def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
         self.upgrade_state_dict(state_dict)

@@ -47,6 +47,32 @@ class VariableBPTTLMConfig(FairseqDataclass):
     eval_lm_rows: int = field(
         default=1, metadata={"help": "rows of fairseq-eval-lm's split when --batch-size "
                                      "is not given (paper: 1)"})
+    cache_window: int = field(
+        default=0, metadata={"help": "fairseq-eval-lm: the neural cache pointer over this "
+                                     "many previous positions (0: off; paper: PTB 500, "
+                                     "WikiText-2 3785)"})
+    cache_theta: float = field(
+        default=0.662, metadata={"help": "the cache's softmax scale on h_t . h_i (paper: "
+                                         "PTB 0.662, WikiText-2 0.6625)"})
+    cache_lambda: float = field(
+        default=0.1279, metadata={"help": "weight of the cache distribution in the mixture "
+                                          "(paper: PTB 0.1279, WikiText-2 0.1137)"})
+    dynamic_eval: bool = field(
+        default=False, metadata={"help": "fairseq-eval-lm: dynamic evaluation (Krause et "
+                                         "al. 2018), a step on each window once scored"})
+    dynamic_eval_lr: float = field(
+        default=5e-5, metadata={"help": "dynamic evaluation's learning rate (Krause et al.'s "
+                                        "AWD-LSTM setting)"})
+    dynamic_eval_lambda: float = field(
+        default=0.002, metadata={"help": "decay back to the trained weights"})
+    dynamic_eval_epsilon: float = field(
+        default=2e-5, metadata={"help": "added to the gradients' rms before dividing"})
+    dynamic_eval_bptt: int = field(
+        default=5, metadata={"help": "window length of dynamic evaluation (and of its "
+                                     "gradient statistics)"})
+    dynamic_eval_stats_batches: int = field(
+        default=0, metadata={"help": "training batches (100 rows) for the gradient "
+                                     "statistics; 0: the whole training split"})
     tokens_per_sample: int = field(
         default=0, metadata={"help": "language_modeling's block size, refused here (a "
                                      "batch is --bptt tokens of each row)"})
@@ -75,6 +101,15 @@ class VariableBPTTLMTask(LanguageModelingTask):
         if cfg.tokens_per_sample:
             fail("--tokens-per-sample is language_modeling's block size; variable_bptt_lm "
                  "reads --bptt tokens of each row: use --bptt")
+        if cfg.cache_window < 0:
+            fail(f"--cache-window must be >= 0 (0: no cache), got {cfg.cache_window}")
+        if not 0 <= cfg.cache_lambda <= 1:
+            fail(f"--cache-lambda must be in [0, 1], got {cfg.cache_lambda}")
+        if cfg.dynamic_eval and cfg.cache_window:
+            fail("--dynamic-eval with --cache-window is not supported (the papers report them "
+                 "separately): use one of them")
+        if cfg.dynamic_eval and cfg.dynamic_eval_bptt < 1:
+            fail(f"--dynamic-eval-bptt must be at least 1, got {cfg.dynamic_eval_bptt}")
         if cfg.bptt < cfg.min_seq_len:
             fail(f"--bptt {cfg.bptt} is below --min-seq-len {cfg.min_seq_len}")
         self.base_lr = self.scaled_lr = None
@@ -98,6 +133,9 @@ class VariableBPTTLMTask(LanguageModelingTask):
         if "stream" not in inspect.signature(decoder.forward).parameters:
             fail("variable_bptt_lm carries the LSTM state inside the model: use --arch "
                  "awd_lstm (or a decoder whose forward takes stream=)")
+        if self.cfg.cache_window and not hasattr(decoder, "cache_pointer"):
+            fail("--cache-window needs the last LSTM layer's outputs, which this model does "
+                 "not give: use an --arch awd_lstm checkpoint")
         return model
 
     def load_dataset(self, split, epoch=1, combine=False, **kwargs):
@@ -142,9 +180,10 @@ class VariableBPTTLMTask(LanguageModelingTask):
         )
 
     def _eval_iterator(self, stream, n_rows, rows_flag, num_shards, shard_id,
-                       data_buffer_size):
+                       data_buffer_size, bptt=None):
         """Validation and eval-lm: windows of exactly bptt, from a zero state."""
-        return self._iterator(stream, n_rows, rows_flag, lambda n, ep: eval_windows(n, self.cfg.bptt),
+        bptt = bptt or self.cfg.bptt
+        return self._iterator(stream, n_rows, rows_flag, lambda n, ep: eval_windows(n, bptt),
                               f"eval:{stream.split}", num_shards, shard_id, 1, data_buffer_size)
 
     def get_batch_iterator(self, dataset, max_tokens=None, max_sentences=None,
@@ -181,22 +220,55 @@ class VariableBPTTLMTask(LanguageModelingTask):
                            max_positions=None, num_shards=1, shard_id=0, num_workers=1,
                            data_buffer_size=10, context_window=0):
         rows_flag = "--batch-size" if batch_size else "--eval-lm-rows"
-        itr = self._eval_iterator(dataset, batch_size or self.cfg.eval_lm_rows, rows_flag,
-                                  num_shards, shard_id, data_buffer_size)
+        rows = batch_size or self.cfg.eval_lm_rows
+        cfg = self.cfg
+        for on, flag in ((cfg.cache_window, "--cache-window"), (cfg.dynamic_eval,
+                                                                 "--dynamic-eval")):
+            if on and (rows != 1 or num_shards != 1):
+                fail(f"{flag} scores one stream: use one row ({rows_flag} 1) on one rank")
+        itr = self._eval_iterator(dataset, rows, rows_flag, num_shards, shard_id,
+                                  data_buffer_size,
+                                  cfg.dynamic_eval_bptt if cfg.dynamic_eval else None)
         batches = itr.next_epoch_itr(shuffle=False)
+        if cfg.cache_window:
+            cache = {"window": cfg.cache_window, "theta": cfg.cache_theta,
+                     "lam": cfg.cache_lambda}
+            batches = (with_stream(b, cache=cache) for b in batches)
+        if cfg.dynamic_eval:
+            settings = {"lr": cfg.dynamic_eval_lr, "lambda": cfg.dynamic_eval_lambda,
+                        "epsilon": cfg.dynamic_eval_epsilon, "stats": self._stats_batches}
+            batches = (with_stream(b, dynamic_eval=settings, target=b["target"])
+                       for b in batches)
         return iterators.CountingIterator(
-            progress(batches, len(batches), self.cfg.log_interval), total=len(batches))
+            progress(batches, len(itr), cfg.log_interval), total=len(itr))
+
+    def _stats_batches(self, device):
+        """Dynamic evaluation's gradient statistics: the training split as 100 rows
+        (Krause et al.'s batch), read in windows of --dynamic-eval-bptt."""
+        cfg = self.cfg
+        if cfg.train_subset not in self.datasets:
+            self.load_dataset(cfg.train_subset)
+        stream = self.datasets[cfg.train_subset]
+        n_rows = min(100, len(stream) // (cfg.dynamic_eval_bptt + 1))
+        rows, _ = stream.rows(n_rows, 0, 1)
+        windows = eval_windows(rows.size(1), cfg.dynamic_eval_bptt)
+        for i, (offset, n) in enumerate(windows):
+            if 0 < cfg.dynamic_eval_stats_batches <= i:
+                return
+            n = min(n, rows.size(1) - 1 - offset)
+            yield (rows[:, offset : offset + n].to(device),
+                   rows[:, offset + 1 : offset + 1 + n].to(device))
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
         if not ignore_grad:
             self._scale_lr(optimizer, update_num, sample["drawn_seq_len"])
         # fairseq's dummy batch (OOM, empty rank) must not move the carried state.
-        sample = with_commit(sample, not ignore_grad)
+        sample = with_stream(sample, commit=not ignore_grad)
         return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
 
     def valid_step(self, sample, model, criterion):
         if sample["net_input"]["stream"]["name"] == TRAIN_STREAM:
-            sample = with_commit(sample, False)  # the dummy batch fairseq kept from training
+            sample = with_stream(sample, commit=False)  # the dummy batch fairseq kept
         return super().valid_step(sample, model, criterion)
 
     def _scale_lr(self, optimizer, update_num, drawn):
@@ -227,7 +299,8 @@ def progress(batches, n_batches, every):
                         f"{tokens / (time.perf_counter() - start):,.0f} tokens/s")
 
 
-def with_commit(sample, commit):
+def with_stream(sample, **settings):
+    """The sample with settings added to its stream ("commit", "cache")."""
     net_input = sample["net_input"]
-    stream = {**net_input["stream"], "commit": commit}
+    stream = {**net_input["stream"], **settings}
     return {**sample, "net_input": {**net_input, "stream": stream}}

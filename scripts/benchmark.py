@@ -209,6 +209,60 @@ def fairseq_commands(args, workdir: Path):
     return rows
 
 
+def per_token_cache(probs, h, tokens, window, theta, lam):
+    """The reference's pointer.py method, one position at a time: the target's
+    log-probability under (1 - lam) p_model + lam p_cache, the cache (outputs h of
+    the last `window` positions and the word after each) used once more than
+    `window` positions are behind. probs (N, V), h (N, d), tokens (N + 1,)."""
+    scores = []
+    for t in range(len(tokens) - 1):
+        p = probs[t]
+        if t > window:
+            keys, words = h[t - window : t], tokens[t - window + 1 : t + 1]
+            attn = (theta * (keys @ h[t])).softmax(0)
+            p = (1 - lam) * p + lam * torch.zeros_like(p).index_add_(0, words, attn)
+        scores.append(p[tokens[t + 1]].log())
+    return torch.stack(scores)
+
+
+@torch.no_grad()
+def evaluation_extras_speed(args, task, window=3785, theta=0.6625, lam=0.1137):
+    """Cache-pointer scoring of one stream, tokens/s: the package's (one masked matrix
+    product per eval window) against the per-token loop, on the same model outputs;
+    and dynamic evaluation's tokens/s (windows of 5, a step after each, after the
+    gradient statistics of 20 training batches of 100 rows)."""
+    embed, hidden, _ = SIZES[args.size]
+    model = AWDLSTMModel(AWDLSTMDecoder(AWDLSTMConfig(decoder_embed_dim=embed,
+                                                      decoder_hidden_size=hidden),
+                                        task.dictionary)).to(args.device).eval()
+    tokens = torch.randint(4, 400, (args.eval_tokens,), device=args.device)  # repeats
+    cache = {"window": window, "theta": theta, "lam": lam}
+
+    def package():
+        for offset in range(0, len(tokens) - 1, args.bptt):
+            src = tokens[offset : offset + args.bptt][: len(tokens) - 1 - offset]
+            model(src[None], stream={"name": "bench", "offset": offset, "commit": True,
+                                     "cache": cache})
+    logits, extra = model(tokens[None, :-1])
+    probs, h = logits[0].softmax(-1), extra["raw_out"][0]
+    n = len(tokens) - 1
+    speeds = {"cache_pointer_tokens_per_s": round(n / timed(package, args.device)),
+              "per_token_loop_tokens_per_s": round(n / timed(
+                  lambda: per_token_cache(probs, h, tokens, window, theta, lam), args.device))}
+    train = torch.randint(4, 400, (100, 20 * 5 + 1), device=args.device)
+    dynamic = {"lr": 5e-5, "lambda": 0.002, "epsilon": 2e-5, "stats": lambda device: (
+        (train[:, i : i + 5], train[:, i + 1 : i + 6]) for i in range(0, 100, 5))}
+
+    def dynamic_eval():
+        for offset in range(0, n, 5):
+            src = tokens[offset : offset + 5][: n - offset]
+            target = tokens[offset + 1 : offset + 1 + len(src)]
+            model(src[None], stream={"name": "bench-dyn", "offset": offset, "commit": True,
+                                     "dynamic_eval": dynamic, "target": target[None]})
+    speeds["dynamic_eval_tokens_per_s"] = round(n / timed(dynamic_eval, args.device))
+    return speeds
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", choices=SIZES, default="small")
@@ -244,6 +298,7 @@ def main():
                      "peak_memory_mb": round(peak_memory_mb(args, name))})
     with tempfile.TemporaryDirectory() as workdir:
         rows += fairseq_commands(args, Path(workdir))
+    cache = evaluation_extras_speed(args, task)
     by = {r["model"]: r for r in rows}
     ratios = {
         "awd_lstm_over_lstm_lm_train": by["awd_lstm wd0.5"]["train_tokens_per_s"]
@@ -262,6 +317,8 @@ def main():
         ratios["fairseq_train_amp_over_bare_loop_amp"] = (
             by["fairseq-train amp"]["train_tokens_per_s"]
             / by["awd_lstm wd0.5 amp"]["train_tokens_per_s"])
+    ratios["cache_pointer_over_per_token_loop"] = (cache["cache_pointer_tokens_per_s"]
+                                                   / cache["per_token_loop_tokens_per_s"])
     ratios = {k: round(v, 3) for k, v in ratios.items()}
 
     print(f"device {args.device}, size {args.size} {SIZES[args.size]}, batch {args.batch_size}, "
@@ -271,10 +328,14 @@ def main():
         peak = "-" if r["peak_memory_mb"] is None else r["peak_memory_mb"]
         print(f"{r['model']:22s} {r['train_tokens_per_s']:12d} {r['eval_tokens_per_s']:11d} "
               f"{peak:>8}")
+    print(f"cache pointer (window 3785), one stream: {cache['cache_pointer_tokens_per_s']} "
+          f"tokens/s; the per-token loop: {cache['per_token_loop_tokens_per_s']}; dynamic "
+          f"evaluation: {cache['dynamic_eval_tokens_per_s']} tokens/s")
     for k, v in ratios.items():
-        print(f"{k:32s} {v}")
+        print(f"{k:36s} {v}")
     with open(args.json, "w") as f:
-        json.dump({"settings": vars(args), "rows": rows, "ratios": ratios}, f, indent=1)
+        json.dump({"settings": vars(args), "rows": rows, "evaluation": cache,
+                   "ratios": ratios}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -120,6 +120,20 @@ CASES = {
                             "--tokens-per-sample is language_modeling's block size"),
     "--context-window": (lambda b: eval_lm(b.good, b.ckpt, "--context-window", "5"),
                          "--context-window is for block-wise scoring"),
+    "a negative cache window": (lambda b: eval_lm(b.good, b.ckpt, "--cache-window", "-1"),
+                                "--cache-window must be >= 0 (0: no cache), got -1"),
+    "a cache lambda outside [0, 1]": (
+        lambda b: eval_lm(b.good, b.ckpt, "--cache-window", "5", "--cache-lambda", "1.5"),
+        "--cache-lambda must be in [0, 1], got 1.5"),
+    "the cache over several rows": (
+        lambda b: eval_lm(b.good, b.ckpt, "--cache-window", "5", "--batch-size", "2"),
+        "--cache-window scores one stream: use one row (--batch-size 1) on one rank"),
+    "dynamic evaluation with the cache": (
+        lambda b: eval_lm(b.good, b.ckpt, "--dynamic-eval", "--cache-window", "5"),
+        "--dynamic-eval with --cache-window is not supported"),
+    "dynamic evaluation over several rows": (
+        lambda b: eval_lm(b.good, b.ckpt, "--dynamic-eval", "--batch-size", "2"),
+        "--dynamic-eval scores one stream: use one row (--batch-size 1) on one rank"),
     "eval-lm on a 0-byte checkpoint": (
         lambda b: eval_lm(b.good, b.damaged["empty"]),
         "{b.damaged[empty]} is not a complete checkpoint (0 bytes)"),

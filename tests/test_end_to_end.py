@@ -7,7 +7,7 @@ import torch
 
 from fairseq_awd.awd_lstm import AWDLSTMModel
 
-from conftest import USER_DIR, run, run_two_ranks
+from conftest import ROOT, USER_DIR, run, run_two_ranks
 
 pytestmark = pytest.mark.slow
 
@@ -95,6 +95,29 @@ def test_eval_lm_scores_the_test_split_as_one_stream(data_bin, trained):
     assert n_scored == len(tokens) - 1  # fairseq divides by N-1 predictions
     manual = torch.exp(torch.tensor(total / (len(tokens) - 1), dtype=torch.float64)).item()
     assert ppl == pytest.approx(manual, rel=1e-4)
+
+
+def test_eval_lm_with_the_cache_pointer_dynamic_evaluation_and_cache_tuning(data_bin, trained):
+    save_dir, _ = trained
+    ckpt = str(save_dir / "checkpoint_best.pt")
+
+    def ppl(*flags):
+        out = run(sys.executable, "-m", "fairseq_cli.eval_lm", str(data_bin), "--user-dir",
+                  USER_DIR, "--task", "variable_bptt_lm", "--path", ckpt, "--cpu", *flags,
+                  cwd=save_dir)
+        return float(re.search(r"Perplexity: ([\d.]+)", out).group(1))
+    # a barely trained model: the cache of recent words and dynamic evaluation help a lot
+    base = ppl()
+    assert ppl("--cache-window", "100", "--cache-lambda", "0.1") < 0.95 * base
+    assert ppl("--dynamic-eval", "--dynamic-eval-stats-batches", "20") < 0.95 * base
+    out = run(sys.executable, str(ROOT / "scripts" / "tune_cache.py"), str(data_bin), ckpt,
+              "--window", "100", "--thetas", "0.3,1.0", "--lambdas", "0.1,0.3", "--", "--cpu",
+              cwd=save_dir)
+    assert "[4/4] theta 1.0 lambda 0.3" in out
+    table = {(float(t), float(l)): float(p) for t, l, p in re.findall(
+        r"theta ([\d.]+) lambda ([\d.]+): perplexity ([\d.]+)", out)}
+    best = min(table, key=table.get)
+    assert f"best: --cache-theta {best[0]} --cache-lambda {best[1]}" in out
 
 
 def test_hub_on_a_variable_bptt_checkpoint(data_bin, trained):

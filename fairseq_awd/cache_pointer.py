@@ -1,0 +1,56 @@
+"""Neural cache pointer at test time (Grave et al. 2017), as the AWD-LSTM paper
+reports it (Merity et al. 2017, section 5, "pointer" rows) and the reference's
+pointer.py computes it:
+
+    p(w) = (1 - lambda) p_model(w) + lambda p_cache(w)
+    p_cache(w) = sum over the last `window` positions i with x_{i+1} = w of
+                 softmax_i(theta * h_t . h_i)
+
+h is the last LSTM layer's output. Position t's cache holds the positions before
+it, never its own (whose next word is its target). As the reference, the cache is
+used only once `window` positions are behind t (before that p = p_model), and it
+is carried across the eval windows of one stream. One matrix product per eval
+window over (cached + current positions), masked to each position's window,
+instead of the reference's Python loop over tokens.
+"""
+from typing import Optional
+
+import torch
+
+
+class CachePointer:
+    def __init__(self, window: int, theta: float, lam: float):
+        self.window, self.theta, self.lam = window, theta, lam
+        self.keys: Optional[torch.Tensor] = None  # (n, d): outputs of the latest positions
+        self.next_words: Optional[torch.Tensor] = None  # (n,): the word after each
+        self.seen = 0  # positions of the stream before the current eval window
+
+    def log_probs(self, lprobs: torch.Tensor, hidden: torch.Tensor,
+                  tokens: torch.Tensor) -> torch.Tensor:
+        """One eval window of one stream: the model's log-probabilities (T, V), the
+        last layer's outputs (T, d) and the input tokens (T,); returns the mixed
+        log-probabilities (T, V) and remembers the window."""
+        T = tokens.size(0)
+        if self.keys is not None:
+            self.next_words[-1] = tokens[0]  # the previous window's last next word
+            keys = torch.cat([self.keys, hidden])
+            words = torch.cat([self.next_words, tokens[1:], tokens.new_zeros(1)])
+        else:
+            keys, words = hidden, torch.cat([tokens[1:], tokens.new_zeros(1)])
+        n = keys.size(0) - T
+        position = self.seen + torch.arange(T, device=tokens.device)  # of each query
+        key_position = self.seen - n + torch.arange(n + T, device=tokens.device)
+        lag = position[:, None] - key_position[None, :]
+        in_window = (lag >= 1) & (lag <= self.window)
+        scores = (self.theta * hidden.float() @ keys.float().t()).masked_fill(~in_window,
+                                                                              float("-inf"))
+        used = position >= self.window + 1  # the reference: start_idx + idx > window
+        attn = scores[used].softmax(-1)
+        p_cache = attn.new_zeros(attn.size(0), lprobs.size(-1))
+        p_cache.scatter_add_(1, words[None, :].expand_as(attn), attn)
+        mixed = lprobs.float().clone()
+        mixed[used] = ((1 - self.lam) * lprobs[used].float().exp()
+                       + self.lam * p_cache).log()
+        self.keys, self.next_words = keys[-self.window:], words[-self.window:].clone()
+        self.seen += T
+        return mixed.type_as(lprobs)

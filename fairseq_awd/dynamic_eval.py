@@ -1,0 +1,58 @@
+"""Dynamic evaluation (Krause et al. 2018, "Dynamic Evaluation of Neural Sequence
+Models"), the RMS-normalised variant with decay back to the trained weights, which
+took AWD-LSTM to PTB 51.1 and WikiText-2 44.3.
+
+The test stream is scored window by window; after a window is scored, the weights
+take one step on that window's loss:
+
+    theta <- theta + lambda * decay * (theta_0 - theta) - lr * grad / (rms + epsilon)
+
+rms is the root mean square of each weight's gradient over training batches (the
+model in eval mode, no dropout), decay = rms / mean(rms) clipped at 1 / lambda,
+theta_0 the trained (for nt_asgd: averaged) weights. A window is always scored by
+weights that have seen only the windows before it.
+"""
+from typing import Iterable, List, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Batch = Tuple[torch.Tensor, torch.Tensor]  # (source, target), (rows, time)
+
+
+class DynamicEval:
+    def __init__(self, model: nn.Module, lr: float, lam: float, epsilon: float):
+        self.params: List[nn.Parameter] = [p for p in model.parameters() if p.requires_grad]
+        self.lr, self.lam, self.epsilon = lr, lam, epsilon
+        self.rms = self.decay = self.start = None
+
+    def gradient_statistics(self, loss_of, batches: Iterable[Batch]):
+        """rms of each weight's gradient over `batches`, loss_of(source, target) being
+        the mean cross-entropy of a batch that carries its rows' state."""
+        squares, n = [torch.zeros_like(p) for p in self.params], 0
+        for source, target in batches:
+            grads = torch.autograd.grad(loss_of(source, target), self.params, allow_unused=True)
+            for s, g in zip(squares, grads):
+                if g is not None:
+                    s.add_(g.float().pow(2))
+            n += 1
+        self.rms = [s.div_(max(n, 1)).sqrt_() for s in squares]
+        mean_rms = sum(r.mean() for r in self.rms) / len(self.rms)
+        self.decay = [(r / mean_rms).clamp_(max=1 / self.lam) if self.lam else r * 0
+                      for r in self.rms]
+        self.start = [p.detach().clone() for p in self.params]
+
+    @torch.no_grad()
+    def step(self, loss: torch.Tensor):
+        """One update on a window's mean loss, after the window was scored."""
+        grads = torch.autograd.grad(loss, self.params, allow_unused=True)
+        for p, g, rms, decay, start in zip(self.params, grads, self.rms, self.decay,
+                                           self.start):
+            p.add_(self.lam * decay * (start - p))
+            if g is not None:
+                p.sub_(self.lr * g / (rms + self.epsilon))
+
+
+def mean_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), target.reshape(-1))

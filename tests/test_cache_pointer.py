@@ -1,0 +1,77 @@
+"""The neural cache pointer against a per-token loop written plainly (the reference's
+pointer.py method, one position at a time: scripts/benchmark.py's baseline)."""
+import sys
+
+import pytest
+import torch
+
+from fairseq_awd.awd_lstm import AWDLSTMConfig, AWDLSTMDecoder, AWDLSTMModel
+
+from conftest import ROOT, small_dictionary
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from benchmark import per_token_cache  # noqa: E402  (the reference's method, per token)
+
+WINDOW, THETA, LAM, BPTT = 7, 0.8, 0.3, 10
+
+
+def decoder():
+    cfg = AWDLSTMConfig(decoder_embed_dim=8, decoder_hidden_size=12)
+    return AWDLSTMModel(AWDLSTMDecoder(cfg, small_dictionary(30))).eval()
+
+
+def cached_scores(model, tokens, window=WINDOW):
+    """Log-probability of each next token as fairseq-eval-lm gets it: windows of BPTT,
+    the state and the cache carried along the stream."""
+    cache = {"window": window, "theta": THETA, "lam": LAM}
+    scores = []
+    with torch.no_grad():
+        for offset in range(0, len(tokens) - 1, BPTT):
+            src = tokens[offset : offset + BPTT][: len(tokens) - 1 - offset]
+            stream = {"name": "test", "offset": offset, "commit": True, "cache": cache}
+            out = model(src[None], stream=stream)
+            lprobs = model.get_normalized_probs(out, log_probs=True)[0]  # what the scorer reads
+            target = tokens[offset + 1 : offset + 1 + len(src)]
+            scores.append(lprobs.gather(1, target[:, None])[:, 0])
+    return torch.cat(scores)
+
+
+def plain_loop(model, tokens, window=WINDOW):
+    with torch.no_grad():
+        logits, extra = model(tokens[None, :-1])
+    return per_token_cache(logits[0].softmax(-1), extra["raw_out"][0], tokens, window, THETA,
+                           LAM)
+
+
+def test_cache_equals_the_per_token_loop():
+    torch.manual_seed(0)
+    model, tokens = decoder(), torch.randint(4, 12, (63,))  # few words: many repeats
+    cached, plain = cached_scores(model, tokens), plain_loop(model, tokens)
+    assert torch.allclose(cached, plain, atol=1e-5)
+    with torch.no_grad():
+        no_cache = model(tokens[None, :-1])[0][0].log_softmax(-1)
+    base = no_cache.gather(1, tokens[1:, None])[:, 0]
+    # the first WINDOW + 1 positions have no cache (the first token's is empty), and
+    # the cache helps on a stream of repeated words
+    assert torch.allclose(cached[: WINDOW + 1], base[: WINDOW + 1], atol=1e-5)
+    assert cached[WINDOW + 1 :].mean() > base[WINDOW + 1 :].mean()
+
+
+def test_no_token_finds_its_own_target_in_its_cache():
+    torch.manual_seed(1)
+    model = decoder()
+    tokens = torch.randint(4, 12, (40,))
+    tokens[25] = 20  # a word seen nowhere before: position 24's target
+    with torch.no_grad():
+        base = model(tokens[None, :-1])[0][0].softmax(-1)[24, 20]
+    cached = cached_scores(model, tokens)[24]
+    assert torch.allclose(cached.exp(), (1 - LAM) * base, rtol=1e-5)
+
+
+@pytest.mark.parametrize("window", [1, 9, 10, 11, 30])
+def test_window_edges_are_exact(window):
+    """Windows that end on, before and after an eval-window boundary (BPTT 10)."""
+    torch.manual_seed(2)
+    model, tokens = decoder(), torch.randint(4, 10, (45,))
+    assert torch.allclose(cached_scores(model, tokens, window),
+                          plain_loop(model, tokens, window), atol=1e-5)

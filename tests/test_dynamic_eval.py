@@ -1,0 +1,76 @@
+"""Dynamic evaluation: the update rule by hand, and no token scored by weights that
+have seen it."""
+import copy
+
+import torch
+
+from fairseq_awd.awd_lstm import AWDLSTMConfig, AWDLSTMDecoder, AWDLSTMModel
+from fairseq_awd.dynamic_eval import DynamicEval
+
+from conftest import small_dictionary
+
+LR, LAM, EPS, BPTT = 0.05, 0.3, 1e-3, 5
+
+
+def test_the_update_is_krauses_rms_rule_with_decay():
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(3, 2)
+    xs = [torch.randn(4, 3) for _ in range(3)]
+
+    def loss_of(x, _):
+        return layer(x).pow(2).mean()
+    dyn = DynamicEval(layer, LR, LAM, EPS)
+    dyn.gradient_statistics(loss_of, [(x, None) for x in xs])
+    grads = [torch.autograd.grad(loss_of(x, None), list(layer.parameters())) for x in xs]
+    rms = [torch.stack([g[i] for g in grads]).pow(2).mean(0).sqrt() for i in range(2)]
+    mean_rms = (rms[0].mean() + rms[1].mean()) / 2
+    assert all(torch.allclose(a, b) for a, b in zip(dyn.rms, rms))
+    assert all(torch.allclose(d, (r / mean_rms).clamp(max=1 / LAM)) for d, r in zip(dyn.decay, rms))
+    start = [p.detach().clone() for p in layer.parameters()]
+    with torch.no_grad():  # move away from the start, so that the decay acts
+        for p in layer.parameters():
+            p.add_(0.5)
+    before = [p.detach().clone() for p in layer.parameters()]
+    x = torch.randn(4, 3)
+    g = torch.autograd.grad(loss_of(x, None), list(layer.parameters()))
+    dyn.step(loss_of(x, None))
+    for p, p0, p_before, gi, r, d in zip(layer.parameters(), start, before, g, rms, dyn.decay):
+        expected = p_before + LAM * d * (p0 - p_before) - LR * gi / (r + EPS)
+        assert torch.allclose(p, expected, atol=1e-6)
+
+
+def scores(model, tokens, train):
+    """Target log-probabilities as fairseq-eval-lm gets them with --dynamic-eval."""
+    def stats(device):
+        rows = train.view(4, -1)
+        for offset in range(0, rows.size(1) - 1, BPTT):
+            n = min(BPTT, rows.size(1) - 1 - offset)
+            yield rows[:, offset : offset + n], rows[:, offset + 1 : offset + 1 + n]
+    settings = {"lr": LR, "lambda": LAM, "epsilon": EPS, "stats": stats}
+    out = []
+    with torch.no_grad():  # as fairseq's SequenceScorer
+        for offset in range(0, len(tokens) - 1, BPTT):
+            n = min(BPTT, len(tokens) - 1 - offset)
+            src, target = tokens[offset : offset + n][None], tokens[offset + 1 : offset + 1 + n][None]
+            stream = {"name": "test", "offset": offset, "commit": True,
+                      "dynamic_eval": settings, "target": target}
+            lprobs = model.get_normalized_probs(model(src, stream=stream), log_probs=True)
+            out.append(lprobs[0].gather(1, target[0][:, None])[:, 0])
+    return torch.cat(out)
+
+
+def test_no_token_is_scored_by_weights_that_have_seen_it():
+    torch.manual_seed(0)
+    cfg = AWDLSTMConfig(decoder_embed_dim=8, decoder_hidden_size=12)
+    model = AWDLSTMModel(AWDLSTMDecoder(cfg, small_dictionary(30))).eval()
+    tokens, train = torch.randint(4, 30, (41,)), torch.randint(4, 30, (84,))
+    first = scores(copy.deepcopy(model), tokens, train)
+    changed = tokens.clone()
+    changed[23] = 4 if tokens[23] != 4 else 5  # the target of position 22
+    second = scores(copy.deepcopy(model), changed, train)
+    assert torch.equal(first[:22], second[:22])  # earlier windows: the same weights, bit for bit
+    assert not torch.equal(first[25:], second[25:])  # later ones learnt from position 22
+    with torch.no_grad():
+        static = model(tokens[None, :-1])[0][0].log_softmax(-1).gather(1, tokens[1:, None])[:, 0]
+    assert torch.allclose(first[:BPTT], static[:BPTT], atol=1e-6)  # the first window: trained weights
+    assert not torch.allclose(first[BPTT:], static[BPTT:], atol=1e-4)
