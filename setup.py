@@ -18,6 +18,7 @@ setup(
         # removed gets its alias back from fairseq_awd/numpy2.py.
         "numpy>=1.26",
     ],
+    entry_points={"console_scripts": ["fairseq-awd-ablate=fairseq_awd.ablate:main"]},
     extras_require={
         "plot": ["matplotlib"],
         # Moses tokenization for the translation example (fairseq's --tokenizer moses).

@@ -56,6 +56,7 @@ def bad(tmp_path_factory):
     return SimpleNamespace(
         tmp=tmp, good=good, latin1=latin1, ckpt=ckpt, damaged=damaged,
         permuted=preprocess("permuted", tmp, text, "--srcdict", "permuted.dict.txt"),
+        no_test=preprocess("no_test", tmp, {"train": text["train"], "valid": text["valid"]}),
         smaller=preprocess("smaller", tmp, {"train": "a b c d\n" * 20, "test": "a b\n"}),
         empty_valid=preprocess("empty_valid", tmp, {**text, "valid": ""}),
         short_valid=preprocess("short_valid", tmp, {**text, "valid": "one two three\n"
@@ -76,6 +77,11 @@ def hub(path, data):
     return [sys.executable, "-c", "from fairseq_awd.awd_lstm import AWDLSTMModel; "
             f"AWDLSTMModel.from_pretrained('{path.parent}', '{path.name}', "
             f"data_name_or_path='{data}', user_dir='{USER_DIR}').score('the')"]
+
+
+def ablate(data, *flags):
+    return [sys.executable, "-m", "fairseq_awd.ablate", str(data), "--out", "ab", *flags,
+            "--", *TASK[2:], *MODEL, *SGD, "--batch-size", "2", "--max-epoch", "1"]
 
 
 def binarize(raw):
@@ -143,6 +149,15 @@ CASES = {
     "the hub on a truncated checkpoint": (
         lambda b: hub(b.damaged["half"], b.good),
         "{b.damaged[half]} is not a complete checkpoint"),
+    "an unknown ablation row": (lambda b: ablate(b.good, "--rows", "full,no-lstm"),
+                                "unknown row no-lstm: the rows are full, no-weight-drop"),
+    "an ablation row the base lacks": (
+        lambda b: ablate(b.good, "--rows", "full,sgd"),
+        "row 'sgd' changes what --optimizer nt_asgd does, and the base recipe has "
+        "--optimizer nag"),
+    "an ablation without a test split": (
+        lambda b: ablate(b.no_test, "--rows", "full"),
+        "no test split in"),
     "non-UTF-8 text for the data scripts": (
         lambda b: binarize(b.latin1), "{b.latin1}/valid.txt line 2 is not UTF-8"),
 }

@@ -1,0 +1,63 @@
+"""fairseq-awd-ablate end to end on a tiny budget: two rows, the table and chart from
+their logs, a finished row skipped on a second run; the recipes are the README's."""
+import json
+import re
+import shlex
+import sys
+
+import pytest
+
+from fairseq_awd.ablate import RECIPES, row_flags
+
+from conftest import ROOT, run
+
+BASE = ["--task", "variable_bptt_lm", "--bptt", "20", "--batch-size", "4", "--arch", "awd_lstm",
+        "--decoder-embed-dim", "16", "--decoder-hidden-size", "24", "--decoder-layers", "2",
+        "--criterion", "ar_tar_cross_entropy", "--ar-alpha", "2", "--tar-beta", "1",
+        "--optimizer", "nt_asgd", "--nonmono", "5", "--lr", "30", "--clip-norm", "0.25",
+        "--max-epoch", "1", "--cpu", "--no-epoch-checkpoints", "--log-format", "simple"]
+
+
+@pytest.mark.parametrize("recipe,data", [("ptb", "data-bin/ptb"), ("wt2", "data-bin/wikitext-2")])
+def test_recipes_are_the_readme_training_commands(recipe, data):
+    text = (ROOT / "examples" / "awd_lstm" / "README.md").read_text()
+    command = next(shlex.split(b.replace("\\\n", " ")) for b in re.findall(r"```\n(.*?)```", text, re.S)
+                   if b.startswith(f"fairseq-train {data} ") and "--asgd-from-start" not in b)
+    for flag in ("--user-dir", "--seed", "--save-dir"):  # the ablation's own
+        i = command.index(flag)
+        del command[i : i + 2]
+    assert shlex.split(RECIPES[recipe]) == command[2:]
+
+
+def test_rows_replace_the_base_flags():
+    assert row_flags(BASE, "sgd")[-2:] == ["--optimizer", "sgd"]
+    assert "--nonmono" not in row_flags(BASE, "sgd") and "nt_asgd" not in row_flags(BASE, "sgd")
+    no_ar = row_flags(BASE, "no-ar")
+    assert no_ar.count("--ar-alpha") == 1 and no_ar[-2:] == ["--ar-alpha", "0"]
+    assert row_flags(BASE, "untied")[-1] == "--untie-embeddings"
+    assert row_flags(BASE, "full") == BASE
+
+
+@pytest.mark.slow
+def test_two_rows_end_to_end_and_resume(data_bin, tmp_path):
+    cmd = [sys.executable, "-m", "fairseq_awd.ablate", str(data_bin), "--out", str(tmp_path / "ab"),
+           "--rows", "full,no-ar", "--", *BASE]
+    out = run(*cmd, cwd=tmp_path)
+    assert "[2/2]" in out and "to rerun it alone" in out
+    table = (tmp_path / "ab" / "ablation.md").read_text()
+    full_test = None
+    for row in ("full", "no-ar"):
+        logs = tmp_path / "ab" / row / "seed141"
+        valid = min(float(p) for p in re.findall(r"valid on 'valid' subset \|.*? ppl ([\d.]+)",
+                                                 (logs / "train.log").read_text()))
+        test = float(re.search(r"Perplexity: ([\d.]+)", (logs / "eval.log").read_text()).group(1))
+        full_test = full_test or test
+        assert f"| {row} | {valid:.2f} | {test:.2f} | {test - full_test:+.2f} |" in table
+        assert (logs / "command.sh").read_text().startswith("fairseq-train ")
+    assert (tmp_path / "ab" / "ablation.png").read_bytes()[:4] == b"\x89PNG"
+    before = (tmp_path / "ab" / "full" / "seed141" / "train.log").stat().st_size
+    result = json.loads((tmp_path / "ab" / "full" / "seed141" / "result.json").read_text())
+    again = run(*cmd, cwd=tmp_path)
+    assert "to rerun it alone" not in again  # both finished: nothing runs
+    assert (tmp_path / "ab" / "full" / "seed141" / "train.log").stat().st_size == before
+    assert f"valid {result['valid_ppl']:.2f}" in again
