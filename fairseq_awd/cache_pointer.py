@@ -13,6 +13,7 @@ is carried across the eval windows of one stream. One matrix product per eval
 window over (cached + current positions), masked to each position's window,
 instead of the reference's Python loop over tokens.
 """
+import math
 from typing import Optional
 
 import torch
@@ -46,11 +47,17 @@ class CachePointer:
                                                                               float("-inf"))
         used = position >= self.window + 1  # the reference: start_idx + idx > window
         attn = scores[used].softmax(-1)
-        p_cache = attn.new_zeros(attn.size(0), lprobs.size(-1))
-        p_cache.scatter_add_(1, words[None, :].expand_as(attn), attn)
+        # p_cache is zero but on the words in the window: there the mixture is computed
+        # in full, elsewhere it is log p_model + log(1 - lambda), with no exp/log over
+        # the vocabulary.
+        candidates, slot = torch.unique(words, return_inverse=True)
+        p_cache = attn.new_zeros(attn.size(0), candidates.numel())
+        p_cache.scatter_add_(1, slot[None, :].expand_as(attn), attn)
+        rows = lprobs[used].float() + math.log1p(-self.lam)
+        rows[:, candidates] = ((1 - self.lam) * lprobs[used][:, candidates].float().exp()
+                               + self.lam * p_cache).log()
         mixed = lprobs.float().clone()
-        mixed[used] = ((1 - self.lam) * lprobs[used].float().exp()
-                       + self.lam * p_cache).log()
+        mixed[used] = rows
         self.keys, self.next_words = keys[-self.window:], words[-self.window:].clone()
         self.seen += T
         return mixed.type_as(lprobs)
