@@ -53,8 +53,9 @@ class CachePointer:
         candidates, slot = torch.unique(words, return_inverse=True)
         p_cache = attn.new_zeros(attn.size(0), candidates.numel())
         p_cache.scatter_add_(1, slot[None, :].expand_as(attn), attn)
-        rows = lprobs[used].float() + math.log1p(-self.lam)
-        rows[:, candidates] = ((1 - self.lam) * lprobs[used][:, candidates].float().exp()
+        model_rows = lprobs[used].float()
+        rows = model_rows + math.log1p(-self.lam)
+        rows[:, candidates] = ((1 - self.lam) * model_rows[:, candidates].exp()
                                + self.lam * p_cache).log()
         mixed = lprobs.float().clone()
         mixed[used] = rows
