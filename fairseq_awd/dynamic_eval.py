@@ -32,26 +32,28 @@ class DynamicEval:
         the mean cross-entropy of a batch that carries its rows' state."""
         squares, n = [torch.zeros_like(p) for p in self.params], 0
         for source, target in batches:
-            grads = torch.autograd.grad(loss_of(source, target), self.params, allow_unused=True)
-            for s, g in zip(squares, grads):
-                if g is not None:
-                    s.add_(g.float().pow(2))
+            grads = torch.autograd.grad(loss_of(source, target), self.params,
+                                        materialize_grads=True)
+            torch._foreach_addcmul_(squares, grads, grads)
             n += 1
         self.rms = [s.div_(max(n, 1)).sqrt_() for s in squares]
         mean_rms = sum(r.mean() for r in self.rms) / len(self.rms)
         self.decay = [(r / mean_rms).clamp_(max=1 / self.lam) if self.lam else r * 0
                       for r in self.rms]
         self.start = [p.detach().clone() for p in self.params]
+        # the step's two per-weight factors, computed once
+        self.pull = [self.lam * d for d in self.decay]
+        self.scale = [self.lr / (r + self.epsilon) for r in self.rms]
 
     @torch.no_grad()
     def step(self, loss: torch.Tensor):
-        """One update on a window's mean loss, after the window was scored."""
-        grads = torch.autograd.grad(loss, self.params, allow_unused=True)
-        for p, g, rms, decay, start in zip(self.params, grads, self.rms, self.decay,
-                                           self.start):
-            p.add_(self.lam * decay * (start - p))
-            if g is not None:
-                p.sub_(self.lr * g / (rms + self.epsilon))
+        """One update on a window's mean loss, after the window was scored: a few
+        kernels over all weights at once (foreach), not a Python loop per weight."""
+        grads = torch.autograd.grad(loss, self.params, materialize_grads=True)
+        toward_start = torch._foreach_sub(self.start, self.params)
+        torch._foreach_mul_(toward_start, self.pull)
+        torch._foreach_add_(self.params, toward_start)
+        torch._foreach_addcmul_(self.params, grads, self.scale, value=-1)
 
 
 def mean_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -82,14 +82,18 @@ class WeightDropLSTM(nn.Module):
             zeros = x.new_zeros(len(self.suffixes), x.size(1), self.hidden_size)
             state = (zeros, zeros)
         weights = self.flat_weights()
+        # cuDNN keeps what its backward needs only in "train" mode: an eval-mode model
+        # that takes gradients (dynamic evaluation) asks for it too. With one layer and
+        # no dropout inside the kernel, the flag changes nothing else.
+        train = self.training or torch.is_grad_enabled()
         if lengths is None:
-            output, h, c = torch.lstm(x, state, weights, True, 1, 0.0, self.training,
+            output, h, c = torch.lstm(x, state, weights, True, 1, 0.0, train,
                                       self.bidirectional, False)
             return output, (h, c)
         packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
         h0, c0 = (s.index_select(1, packed.sorted_indices) for s in state)
         data, h, c = torch.lstm(packed.data, packed.batch_sizes, (h0, c0), weights, True, 1,
-                                0.0, self.training, self.bidirectional)
+                                0.0, train, self.bidirectional)
         output, _ = pad_packed_sequence(
             PackedSequence(data, packed.batch_sizes, packed.sorted_indices,
                            packed.unsorted_indices), total_length=x.size(0))

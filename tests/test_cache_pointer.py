@@ -1,5 +1,6 @@
-"""The neural cache pointer against a per-token loop written plainly (the reference's
-pointer.py method, one position at a time: scripts/benchmark.py's baseline)."""
+"""The neural cache pointer against a per-token loop written plainly, and the
+reference's pointer.py method (one-hot history, scripts/benchmark.py's baseline)
+against that loop."""
 import sys
 
 import pytest
@@ -10,7 +11,7 @@ from fairseq_awd.awd_lstm import AWDLSTMConfig, AWDLSTMDecoder, AWDLSTMModel
 from conftest import ROOT, small_dictionary
 
 sys.path.insert(0, str(ROOT / "scripts"))
-from benchmark import per_token_cache  # noqa: E402  (the reference's method, per token)
+from benchmark import one_hot_loop, per_token_cache  # noqa: E402
 
 WINDOW, THETA, LAM, BPTT = 7, 0.8, 0.3, 10
 
@@ -55,6 +56,18 @@ def test_cache_equals_the_per_token_loop():
     # the cache helps on a stream of repeated words
     assert torch.allclose(cached[: WINDOW + 1], base[: WINDOW + 1], atol=1e-5)
     assert cached[WINDOW + 1 :].mean() > base[WINDOW + 1 :].mean()
+
+
+def test_the_benchmarks_one_hot_baseline_computes_the_same_scores():
+    torch.manual_seed(0)
+    model, tokens = decoder(), torch.randint(4, 12, (63,))
+    with torch.no_grad():
+        logits, extra = model(tokens[None, :-1])
+    probs, h = logits[0].softmax(-1), extra["raw_out"][0]
+    positions = range(WINDOW + 1, 40)
+    assert torch.allclose(one_hot_loop(probs, h, tokens, WINDOW, THETA, LAM, positions),
+                          per_token_cache(probs, h, tokens, WINDOW, THETA, LAM)[WINDOW + 1 : 40],
+                          atol=1e-6)
 
 
 def test_no_token_finds_its_own_target_in_its_cache():

@@ -41,14 +41,17 @@ def test_the_same_command_trains_the_same_model_as_0_1_0(data_bin, tmp_path):
         *FIXTURE_FLAGS, "--save-dir", str(tmp_path / "ck"), cwd=tmp_path)
     assert eval_lm(data_bin, tmp_path / "ck" / "checkpoint_last.pt", tmp_path) == \
         PERPLEXITY_AT_0_1_0
-    # the same weights under their new names (up to the threads' summation order)
+    # the same weights under their new names, up to float summation order (another
+    # CPU or torch build: on an H200 machine's CPU, torch 2.11, entries near zero
+    # missed an element-wise rtol of 1e-4 while the perplexity above matched)
     new = torch.load(tmp_path / "ck" / "checkpoint_last.pt")["model"]
     d = small_dictionary(len(new["decoder.body.embed_tokens.weight"]))
     model = AWDLSTMModel.build_model(
         AWDLSTMConfig(decoder_embed_dim=16, decoder_hidden_size=24, decoder_layers=2),
         LanguageModelingTask(LanguageModelingConfig(), d, d))
     model.load_state_dict(torch.load(OLD)["model"])
-    assert all(torch.allclose(model.state_dict()[k], v, rtol=1e-4, atol=1e-6)
+    old = model.state_dict()
+    assert all((old[k] - v).norm() <= 1e-3 * v.norm()
                for k, v in new.items() if v.is_floating_point())
 
 

@@ -71,14 +71,18 @@ def test_mixed_precision_trains_with_nt_asgd_and_switches(data_bin, tmp_path, pr
     assert state[0]["ax"].dtype == torch.float32 and state[0]["ax"].isfinite().all()
 
 
-def test_eval_lm_on_the_gpu_equals_the_cpu(data_bin, tmp_path):
+@pytest.mark.parametrize("extra", [[], ["--cache-window", "30"],
+                                   ["--dynamic-eval", "--dynamic-eval-stats-batches", "3"]])
+def test_eval_lm_on_the_gpu_equals_the_cpu(data_bin, tmp_path, extra):
+    """Dynamic evaluation takes gradients through cuDNN in eval mode (weight_drop.py)."""
     run(sys.executable, "-m", "fairseq_cli.train", str(data_bin), *TINY, "--max-epoch", "1",
         "--cpu", "--save-dir", str(tmp_path / "ck"), cwd=tmp_path)
     scores = []
     for device, env in ((["--cpu"], ENV), ([], GPU_ENV)):
         out = run(sys.executable, "-m", "fairseq_cli.eval_lm", str(data_bin), "--user-dir",
                   USER_DIR, "--task", "variable_bptt_lm", "--bptt", "20", "--path",
-                  str(tmp_path / "ck" / "checkpoint_best.pt"), *device, cwd=tmp_path, env=env)
+                  str(tmp_path / "ck" / "checkpoint_best.pt"), *device, *extra, cwd=tmp_path,
+                  env=env)
         scores.append(float(re.search(r"Loss \(base 2\): ([\d.]+)", out).group(1)))
     cpu, gpu = scores
     assert abs(gpu - cpu) <= 1e-4 * cpu + 5e-5, scores  # printed to 4 decimals

@@ -74,3 +74,21 @@ def test_no_token_is_scored_by_weights_that_have_seen_it():
         static = model(tokens[None, :-1])[0][0].log_softmax(-1).gather(1, tokens[1:, None])[:, 0]
     assert torch.allclose(first[:BPTT], static[:BPTT], atol=1e-6)  # the first window: trained weights
     assert not torch.allclose(first[BPTT:], static[BPTT:], atol=1e-4)
+
+
+def test_an_eval_mode_lstm_that_takes_gradients_keeps_what_cudnn_needs_for_backward(
+        monkeypatch):
+    """On a GPU cuDNN refuses the backward of an LSTM run in inference mode ("cudnn RNN
+    backward can only be called in training mode"); dynamic evaluation runs the model
+    in eval mode with gradients on, so the kernel must be told "train"."""
+    flags, lstm = [], torch.lstm
+    monkeypatch.setattr(torch, "lstm", lambda *a: flags.append(a[6]) or lstm(*a))
+    cfg = AWDLSTMConfig(decoder_embed_dim=8, decoder_hidden_size=12)
+    model, tokens = AWDLSTMModel(AWDLSTMDecoder(cfg, small_dictionary(30))), torch.tensor([[5, 6]])
+    model.train()(tokens)
+    model.eval()
+    with torch.no_grad():
+        model(tokens)
+    assert flags == [True] * 3 + [False] * 3
+    model(tokens)  # eval mode, gradients on
+    assert flags[6:] == [True] * 3
