@@ -321,6 +321,14 @@ def main():
                      "peak_memory_mb": round(peak_memory_mb(args, name))})
     with tempfile.TemporaryDirectory() as workdir:
         rows += fairseq_commands(args, Path(workdir))
+    # the table now: a failure in the evaluation extras must not lose it
+    print(f"device {args.device}, size {args.size} {SIZES[args.size]}, batch {args.batch_size}, "
+          f"bptt {args.bptt}, {args.steps} timed steps")
+    print(f"{'model':22s} {'train tok/s':>12s} {'eval tok/s':>11s} {'peak MB':>8s}")
+    for r in rows:
+        peak = "-" if r["peak_memory_mb"] is None else r["peak_memory_mb"]
+        print(f"{r['model']:22s} {r['train_tokens_per_s']:12d} {r['eval_tokens_per_s']:11d} "
+              f"{peak:>8}", flush=True)
     cache = evaluation_extras_speed(args, task)
     by = {r["model"]: r for r in rows}
     ratios = {
@@ -346,15 +354,9 @@ def main():
                                                  / cache["per_token_loop_tokens_per_s"])
     ratios = {k: round(v, 3) for k, v in ratios.items()}
 
-    print(f"device {args.device}, size {args.size} {SIZES[args.size]}, batch {args.batch_size}, "
-          f"bptt {args.bptt}, {args.steps} timed steps")
-    print(f"{'model':22s} {'train tok/s':>12s} {'eval tok/s':>11s} {'peak MB':>8s}")
-    for r in rows:
-        peak = "-" if r["peak_memory_mb"] is None else r["peak_memory_mb"]
-        print(f"{r['model']:22s} {r['train_tokens_per_s']:12d} {r['eval_tokens_per_s']:11d} "
-              f"{peak:>8}")
     print(f"cache pointer (window {cache['cache_window']}), one stream: "
-          f"{cache['cache_pointer_tokens_per_s']} tokens/s; the reference's one-hot loop: {cache['one_hot_loop_tokens_per_s']}; "
+          f"{cache['cache_pointer_tokens_per_s']} tokens/s; the reference's one-hot loop: "
+          f"{cache['one_hot_loop_tokens_per_s']}; "
           f"an indexed per-token loop: {cache['per_token_loop_tokens_per_s']}; dynamic "
           f"evaluation: {cache['dynamic_eval_tokens_per_s']} tokens/s")
     for k, v in ratios.items():

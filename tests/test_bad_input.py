@@ -160,6 +160,9 @@ CASES = {
         "no test split in"),
     "non-UTF-8 text for the data scripts": (
         lambda b: binarize(b.latin1), "{b.latin1}/valid.txt line 2 is not UTF-8"),
+    "a reference comparison without the reference": (
+        lambda b: ["bash", str(ROOT / "scripts" / "compare_reference.sh"), str(b.tmp), str(WT2)],
+        "{b.tmp} is not a checkout of salesforce/awd-lstm-lm"),
 }
 
 

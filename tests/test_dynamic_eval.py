@@ -84,7 +84,8 @@ def test_an_eval_mode_lstm_that_takes_gradients_keeps_what_cudnn_needs_for_backw
     flags, lstm = [], torch.lstm
     monkeypatch.setattr(torch, "lstm", lambda *a: flags.append(a[6]) or lstm(*a))
     cfg = AWDLSTMConfig(decoder_embed_dim=8, decoder_hidden_size=12)
-    model, tokens = AWDLSTMModel(AWDLSTMDecoder(cfg, small_dictionary(30))), torch.tensor([[5, 6]])
+    model = AWDLSTMModel(AWDLSTMDecoder(cfg, small_dictionary(30)))
+    tokens = torch.tensor([[5, 6]])
     model.train()(tokens)
     model.eval()
     with torch.no_grad():
