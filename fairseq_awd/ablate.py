@@ -18,6 +18,7 @@ import shlex
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -167,7 +168,7 @@ def main():
     unknown = [r for r in rows if r not in ROWS]
     if unknown:
         fail(f"unknown row {', '.join(unknown)}: the rows are {', '.join(ROWS)}")
-    if not any(Path(args.data_bin).glob("test.bin")):
+    if not (Path(args.data_bin) / "test.bin").exists():
         fail(f"no test split in {args.data_bin}: the table reports test perplexity; "
              "run fairseq-preprocess with --testpref")
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -176,15 +177,17 @@ def main():
     gpus = torch.cuda.device_count() if "--cpu" not in base else 0
     runs = [(row, seed) for row in rows for seed in seeds]
     results: Dict[str, List[Dict]] = {row: [] for row in rows}
+    finished = threading.Lock()  # --jobs N: runs finish in threads; count them one at a time
 
     def one(i):
         row, seed = runs[i]
         outcome = run_one(args.data_bin, args.out / row / f"seed{seed}", flags[row], seed,
                           i % gpus if gpus > 1 else None)
-        print(f"[{sum(map(len, results.values())) + 1}/{len(runs)}] {row} seed {seed}: valid "
-              f"{outcome['valid_ppl']:.2f}, test {outcome['test_ppl']:.2f} "
-              f"({outcome['wall_s']} s)", flush=True)
-        results[row].append(outcome)
+        with finished:
+            results[row].append(outcome)
+            print(f"[{sum(map(len, results.values()))}/{len(runs)}] {row} seed {seed}: valid "
+                  f"{outcome['valid_ppl']:.2f}, test {outcome['test_ppl']:.2f} "
+                  f"({outcome['wall_s']} s)", flush=True)
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         list(pool.map(one, range(len(runs))))
