@@ -136,6 +136,20 @@ class FairseqNTASGD(FairseqOptimizer):
             self.multiply_grads(1.0 / scale)
         self._optimizer.step()
 
+    def clip_grad_norm(self, max_norm, aggregate_norm_fn=None):
+        """fairseq's clip (same norm, same 1e-6, same clamp), with the per-tensor norms
+        in one foreach kernel: without apex fairseq's own runs a norm, a copy and a
+        warning per tensor, every update."""
+        params = [p for p in self.params if p.grad is not None]
+        if not params or any(hasattr(p, "expert") for p in params):
+            return super().clip_grad_norm(max_norm, aggregate_norm_fn)
+        total = torch.nn.utils.get_total_norm([p.grad for p in params], foreach=True)
+        if aggregate_norm_fn is not None:
+            total = aggregate_norm_fn(total)
+        if max_norm > 0:
+            torch.nn.utils.clip_grads_with_norm_(params, max_norm, total, foreach=True)
+        return total
+
     def get_lr(self):
         return 0.0 if self.info["finished"] else super().get_lr()
 

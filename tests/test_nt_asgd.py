@@ -2,6 +2,7 @@
 and the model hooks that tie it to fairseq's validations under any task."""
 import pytest
 import torch
+from fairseq import utils as fairseq_utils
 from fairseq.logging import metrics
 
 from fairseq_awd.nt_asgd import FairseqNTASGD, NTASGDConfig, copy_into, follow_validation
@@ -118,6 +119,27 @@ def test_a_parameter_without_gradient_keeps_its_weights_through_a_swap():
     assert unused.tolist() == [5.0, 5.0] and torch.equal(used, opt.optimizer.state[used]["ax"])
     opt.swap_out_average([used, unused])
     assert unused.tolist() == [5.0, 5.0] and used.tolist() == pytest.approx([0.7, 0.7])
+
+
+@pytest.mark.parametrize("max_norm", [0.25, 0.0, 1e6])
+def test_clip_is_fairseqs_with_one_norm_kernel(max_norm):
+    """The same norm and clipped gradients as fairseq's clip_grad_norm_, bit for bit,
+    from one foreach norm over the tensors (fairseq's: one norm per tensor)."""
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(s)) for s in [(40, 30), (40,), (7, 30), (5,)]]
+    grads = [torch.randn_like(p) * 3 for p in params]
+    for p, g in zip(params, grads):
+        p.grad = g.clone()
+    expected = fairseq_utils.clip_grad_norm_(params, max_norm, lambda n: n * 2)
+    clipped = [p.grad.clone() for p in params]
+    for p, g in zip(params, grads):
+        p.grad = g.clone()
+    with torch.profiler.profile() as prof:
+        norm = optimizer(params).clip_grad_norm(max_norm, lambda n: n * 2)
+    assert torch.equal(norm, expected) and all(torch.equal(p.grad, c)
+                                               for p, c in zip(params, clipped))
+    names = [e.name for e in prof.events()]
+    assert names.count("aten::_foreach_norm") == 1, names
 
 
 def test_fp16_master_copies_reach_the_model():
