@@ -38,27 +38,30 @@ class CachePointer:
             words = torch.cat([self.next_words, tokens[1:], tokens.new_zeros(1)])
         else:
             keys, words = hidden, torch.cat([tokens[1:], tokens.new_zeros(1)])
-        n = keys.size(0) - T
-        position = self.seen + torch.arange(T, device=tokens.device)  # of each query
-        key_position = self.seen - n + torch.arange(n + T, device=tokens.device)
-        lag = position[:, None] - key_position[None, :]
-        in_window = (lag >= 1) & (lag <= self.window)
-        scores = (self.theta * hidden.float() @ keys.float().t()).masked_fill(~in_window,
-                                                                              float("-inf"))
-        used = position >= self.window + 1  # the reference: start_idx + idx > window
-        attn = scores[used].softmax(-1)
-        # p_cache is zero but on the words in the window: there the mixture is computed
-        # in full, elsewhere it is log p_model + log(1 - lambda), with no exp/log over
-        # the vocabulary.
-        candidates, slot = torch.unique(words, return_inverse=True)
-        p_cache = attn.new_zeros(attn.size(0), candidates.numel())
-        p_cache.scatter_add_(1, slot[None, :].expand_as(attn), attn)
-        model_rows = lprobs[used].float()
-        rows = model_rows + math.log1p(-self.lam)
-        rows[:, candidates] = ((1 - self.lam) * model_rows[:, candidates].exp()
-                               + self.lam * p_cache).log()
-        mixed = lprobs.float().clone()
-        mixed[used] = rows
+        # Positions are used once `window` positions are behind them (the reference:
+        # start_idx + idx > window): a suffix of this eval window, found on the host so
+        # that no boolean-mask index makes a GPU wait.
+        first = min(T, max(0, self.window + 1 - self.seen))
+        mixed = lprobs.float()
+        if first < T:
+            n = keys.size(0) - T
+            position = self.seen + torch.arange(first, T, device=tokens.device)  # queries
+            key_position = self.seen - n + torch.arange(n + T, device=tokens.device)
+            lag = position[:, None] - key_position[None, :]
+            in_window = (lag >= 1) & (lag <= self.window)
+            attn = (self.theta * hidden[first:].float() @ keys.float().t()).masked_fill(
+                ~in_window, float("-inf")).softmax(-1)
+            # p_cache is zero but on the words in the window: there the mixture is
+            # computed in full, elsewhere it is log p_model + log(1 - lambda), with no
+            # exp/log over the vocabulary.
+            candidates, slot = torch.unique(words, return_inverse=True)
+            p_cache = attn.new_zeros(attn.size(0), candidates.numel())
+            p_cache.scatter_add_(1, slot[None, :].expand_as(attn), attn)
+            model_rows = mixed[first:]
+            rows = model_rows + math.log1p(-self.lam)
+            rows[:, candidates] = ((1 - self.lam) * model_rows[:, candidates].exp()
+                                   + self.lam * p_cache).log()
+            mixed = torch.cat([mixed[:first], rows])
         self.keys, self.next_words = keys[-self.window:], words[-self.window:].clone()
         self.seen += T
         return mixed.type_as(lprobs)
