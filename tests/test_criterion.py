@@ -24,6 +24,20 @@ def test_ar_tar_counts_in_fp32_for_half_precision_models():
     assert (ar.item(), tar.item()) == (4.0, 0.0)
 
 
+def test_ar_tar_without_padding_is_the_masked_form_bit_for_bit_in_fewer_kernels():
+    torch.manual_seed(0)
+    raw, dropped = (torch.randn(20, 70, 40, requires_grad=True) for _ in range(2))
+    outs, ops = [], []
+    for mask in (None, torch.ones(20, 70, dtype=torch.bool)):
+        with torch.profiler.profile() as prof:
+            outs.append(ar_tar(raw, dropped, mask))
+        ops.append([e.name for e in prof.events() if e.cpu_parent is None])
+    assert all(torch.equal(a, b) for a, b in zip(*outs))
+    grads = [torch.autograd.grad(sum(out), [raw, dropped]) for out in outs]
+    assert all(torch.equal(a, b) for a, b in zip(*grads))
+    assert 2 * len(ops[0]) < len(ops[1]), ops
+
+
 def task_and_model():
     d = small_dictionary()
     task = LanguageModelingTask(LanguageModelingConfig(), d, d)
@@ -52,6 +66,24 @@ def test_loss_is_cross_entropy_plus_per_token_ar_tar():
     assert (log["loss"] / 30).item() == pytest.approx(ce.item(), rel=1e-5)
     assert (log["ar"] / 30).item() == pytest.approx(ar.item(), rel=1e-5)
     assert ar > 0 and tar > 0
+
+
+def test_padded_targets_leave_pad_positions_out_of_ar_tar():
+    task, model = task_and_model()
+    crit = ARTARCrossEntropyCriterion(task, ar_alpha=1.0, tar_beta=1.0, label_smoothing=0.0)
+    tokens = torch.randint(4, 50, (2, 6))
+    target = tokens.roll(-1, 1)
+    target[1, 4:] = task.dictionary.pad()  # the second row ends two tokens early
+    sample = {"net_input": {"src_tokens": tokens}, "target": target, "ntokens": 10}
+    model.eval()
+    _, _, log = crit(model, sample)
+    model.reset_state()
+    raw = model(tokens)[1]["raw_out"]
+    kept = torch.cat([raw[0], raw[1, :4]])
+    ar = kept.pow(2).mean()
+    tar = torch.cat([raw[0, 1:] - raw[0, :-1], raw[1, 1:4] - raw[1, :3]]).pow(2).mean()
+    assert (log["ar"] / 10).item() == pytest.approx(ar.item(), rel=1e-5)
+    assert (log["tar"] / 10).item() == pytest.approx(tar.item(), rel=1e-5)
 
 
 def test_criterion_on_a_model_without_extras_says_what_is_missing():
