@@ -28,10 +28,14 @@ def command(data_bin, save_dir, max_update, *flags):
 
 
 def files(save_dir):
-    if not save_dir.exists():
-        return {}
-    return {e.name: e.stat().st_mtime_ns for e in os.scandir(save_dir)
-            if e.name.startswith("checkpoint")}  # not fairseq's start-up probe, "dummy"
+    found = {}
+    for e in os.scandir(save_dir) if save_dir.exists() else []:
+        if e.name.startswith("checkpoint"):  # not fairseq's start-up probe, "dummy"
+            try:
+                found[e.name] = e.stat().st_mtime_ns
+            except FileNotFoundError:  # a save's .tmp renamed between listing and stat
+                pass
+    return found
 
 
 def watch(cmd, save_dir, cwd, kill_after=None):
