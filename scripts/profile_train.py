@@ -19,6 +19,7 @@ import collections
 import cProfile
 import gzip
 import json
+import os
 import pstats
 import sys
 import tempfile
@@ -48,9 +49,10 @@ def torch_profile(args):
     print(events.table(sort_by="self_cpu_time_total", row_limit=args.top))
     if cuda:
         print(events.table(sort_by="self_device_time_total", row_limit=args.top))
-        trace = args.trace or tempfile.mkstemp(suffix=".json")[1]
-        prof.export_chrome_trace(trace)
-        gpu_timeline(trace, args.top)
+        with tempfile.TemporaryDirectory() as tmp:
+            trace = args.trace or os.path.join(tmp, "trace.json")
+            prof.export_chrome_trace(trace)
+            gpu_timeline(trace, args.top)
 
 
 def gpu_timeline(path, top):

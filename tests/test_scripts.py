@@ -1,4 +1,5 @@
 """The scripts users run on their own logs and machines."""
+import json
 import re
 import subprocess
 import sys
@@ -31,6 +32,42 @@ def test_learning_curve_reads_validations_and_the_switch(tmp_path):
 
 
 @pytest.mark.slow
+def test_profile_timeline_charges_gpu_idle_to_what_launched_the_next_kernel(tmp_path):
+    """A hand-made trace of two 1000 us updates: in each, a forward's aten::mul
+    launches a 100 us kernel at 300 us, the autograd thread launches a 200 us
+    kernel at 600 us; the GPU is busy 300 us of each 1000."""
+    events = []
+    for step, t in enumerate((0, 1000)):
+        events += [
+            {"name": f"ProfilerStep#{step}", "cat": "user_annotation", "ts": t, "dur": 1000,
+             "tid": 1},
+            {"name": "forward", "cat": "user_annotation", "ts": t + 250, "dur": 100, "tid": 1},
+            {"name": "aten::mul", "cat": "cpu_op", "ts": t + 260, "dur": 30, "tid": 1},
+            {"name": "cudaLaunchKernel", "cat": "cuda_runtime", "ts": t + 270, "dur": 5,
+             "tid": 1, "args": {"correlation": 2 * step}},
+            {"name": "mul_kernel", "cat": "kernel", "ts": t + 300, "dur": 100,
+             "args": {"correlation": 2 * step}},
+            {"name": "autograd::engine::evaluate_function: MulBackward0", "cat": "cpu_op",
+             "ts": t + 550, "dur": 60, "tid": 2},
+            {"name": "aten::mul", "cat": "cpu_op", "ts": t + 560, "dur": 40, "tid": 2},
+            {"name": "cudaLaunchKernel", "cat": "cuda_runtime", "ts": t + 570, "dur": 5,
+             "tid": 2, "args": {"correlation": 2 * step + 1}},
+            {"name": "mul_backward_kernel", "cat": "kernel", "ts": t + 600, "dur": 200,
+             "args": {"correlation": 2 * step + 1}},
+        ]
+    trace = tmp_path / "trace.json"
+    trace.write_text(json.dumps({"traceEvents": events}))
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "profile_train.py"),
+                          "--timeline", str(trace)], env=ENV, check=True,
+                         capture_output=True, text=True).stdout
+    assert "per update (2): wall 1.00 ms, GPU busy 0.30 ms (30%), 2 kernels and copies" in out
+    # idle before the forward's kernel: 300 us in the first update, 1000 - 800 + 300 in
+    # the second; before the backward's: 200 us each time
+    assert "GPU idle per update by phase: forward 0.40 ms, backward 0.20 ms" in out
+    assert re.search(r"0\.400 +1\.0  forward / aten::mul", out), out
+    assert re.search(r"0\.200 +1\.0  backward / aten::mul", out), out
+
+
 def test_benchmark_prints_its_table(tmp_path):
     out = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--size", "small", "--steps",
