@@ -31,7 +31,6 @@ def test_learning_curve_reads_validations_and_the_switch(tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
 
 
-@pytest.mark.slow
 def test_profile_timeline_charges_gpu_idle_to_what_launched_the_next_kernel(tmp_path):
     """A hand-made trace of two 1000 us updates: in each, a forward's aten::mul
     launches a 100 us kernel at 300 us, the autograd thread launches a 200 us
@@ -68,6 +67,7 @@ def test_profile_timeline_charges_gpu_idle_to_what_launched_the_next_kernel(tmp_
     assert re.search(r"0\.200 +1\.0  backward / aten::mul", out), out
 
 
+@pytest.mark.slow
 def test_benchmark_prints_its_table(tmp_path):
     out = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--size", "small", "--steps",
