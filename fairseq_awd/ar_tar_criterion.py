@@ -98,20 +98,35 @@ class ARTARCrossEntropyCriterion(FairseqCriterion):
 
     @staticmethod
     def reduce_metrics(logging_outputs) -> None:
-        def total(key):
-            return sum(log.get(key, 0) for log in logging_outputs)
-
-        sample_size = total("sample_size")
-        metrics.log_scalar("loss", total("loss") / sample_size / math.log(2), sample_size, round=3)
-        metrics.log_scalar("ar", total("ar") / sample_size, sample_size, round=4)
-        metrics.log_scalar("tar", total("tar") / sample_size, sample_size, round=4)
-        ppl_of = "loss"
+        keys = ["loss", "ar", "tar"]
         if any("nll_loss" in log for log in logging_outputs):
+            keys.append("nll_loss")
+        total = host_sums(logging_outputs, keys)
+        sample_size = sum(log.get("sample_size", 0) for log in logging_outputs)
+        metrics.log_scalar("loss", total["loss"] / sample_size / math.log(2), sample_size,
+                           round=3)
+        metrics.log_scalar("ar", total["ar"] / sample_size, sample_size, round=4)
+        metrics.log_scalar("tar", total["tar"] / sample_size, sample_size, round=4)
+        ppl_of = "loss"
+        if "nll_loss" in total:
             ppl_of = "nll_loss"
-            metrics.log_scalar("nll_loss", total("nll_loss") / sample_size / math.log(2),
+            metrics.log_scalar("nll_loss", total["nll_loss"] / sample_size / math.log(2),
                                sample_size, round=3)
         metrics.log_derived("ppl", lambda meters: 2 ** meters[ppl_of].avg)
 
     @staticmethod
     def logging_outputs_can_be_summed() -> bool:
         return True
+
+
+def host_sums(logging_outputs, keys):
+    """Each key summed over the logging outputs, as floats, in one copy from the device.
+    Left as GPU tensors, each meter of fairseq's (three aggregators per key) runs its
+    sums as small kernels and waits for the GPU to round its value, every update; the
+    one copy waits where fairseq's rounding of the loss would have waited anyway."""
+    sums = {k: sum(log.get(k, 0) for log in logging_outputs) for k in keys}
+    tensors = [k for k in keys if torch.is_tensor(sums[k])]
+    if tensors:
+        values = torch.stack([sums[k].reshape(()) for k in tensors]).tolist()
+        sums.update(zip(tensors, values))
+    return {k: float(v) for k, v in sums.items()}

@@ -125,3 +125,26 @@ def test_bad_label_smoothing_is_one_line():
     task, _ = task_and_model()
     with pytest.raises(SystemExit, match="--label-smoothing must be in"):
         ARTARCrossEntropyCriterion(task, ar_alpha=2.0, tar_beta=1.0, label_smoothing=1.0)
+
+
+def test_metrics_are_reduced_on_the_host_from_one_copy():
+    """Two batches' logging outputs: fairseq's meters get floats (no tensor arithmetic
+    per meter and aggregator, no wait per meter to round), the values by hand."""
+    import math
+
+    from fairseq.logging import metrics
+
+    logs = [{"loss": torch.tensor(6.0), "ar": torch.tensor(0.5), "tar": torch.tensor(0.25),
+             "nll_loss": torch.tensor(4.0), "sample_size": 3},
+            {"loss": torch.tensor(2.0), "ar": torch.tensor(1.5), "tar": torch.tensor(0.75),
+             "nll_loss": torch.tensor(2.0), "sample_size": 5}]
+    with metrics.aggregate(new_root=True) as agg:
+        with torch.profiler.profile() as prof:
+            ARTARCrossEntropyCriterion.reduce_metrics(logs)
+        values = agg.get_smoothed_values()
+        meters = [agg[k] for k in ("loss", "ar", "tar", "nll_loss")]
+    assert all(type(m.sum) is float for m in meters)
+    assert values["loss"] == round(8 / 8 / math.log(2), 3)
+    assert values["ar"] == 0.25 and values["tar"] == 0.125
+    assert values["ppl"] == pytest.approx(2 ** (6 / 8 / math.log(2)), rel=1e-3)
+    assert [e.name for e in prof.events()].count("aten::stack") == 1

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from fairseq_awd.awd_lstm import AWDLSTMConfig, AWDLSTMDecoder
+from fairseq_awd.nt_asgd import FairseqNTASGD, NTASGDConfig
 from fairseq_awd.weight_drop import WeightDropLSTM
 
 from conftest import ENV, GPU_ENV, USER_DIR, run, small_dictionary
@@ -57,8 +58,24 @@ def test_weight_drop_trains_as_nn_lstm_with_the_same_masked_weight():
     assert torch.allclose(lstm.weight_ih.grad, ref.weight_ih_l0.grad, atol=1e-5)
 
 
-@pytest.mark.parametrize("precision", [["--amp"], ["--fp16", "--fp16-no-flatten-grads"]])
-def test_mixed_precision_trains_with_nt_asgd_and_switches(data_bin, tmp_path, precision):
+def test_nt_asgd_clips_on_the_gpu_and_gives_the_norm_to_the_host():
+    """fairseq's trainer reads the norm on the host at once: it comes back there."""
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(s, device="cuda")) for s in [(40, 30), (7,)]]
+    grads = [torch.randn_like(p) * 3 for p in params]
+    for p, g in zip(params, grads):
+        p.grad = g.clone()
+    opt = FairseqNTASGD(NTASGDConfig(lr=[1.0], disable_validation=False), params)
+    norm = opt.clip_grad_norm(0.25)
+    expected = torch.stack([g.norm() for g in grads]).norm()
+    assert norm.device.type == "cpu" and torch.equal(norm, expected.cpu())
+    coef = (0.25 / (expected + 1e-6)).clamp(max=1)
+    assert all(p.grad.is_cuda and torch.equal(p.grad, g * coef) for p, g in zip(params, grads))
+
+
+@pytest.mark.parametrize("precision", [[], ["--amp"], ["--fp16", "--fp16-no-flatten-grads"],
+                                       ["--fp16"]])
+def test_gpu_training_with_nt_asgd_switches_in_each_precision(data_bin, tmp_path, precision):
     # validations every 10 updates: one that does not improve comes early (on the CPU
     # the third one; 3 epochs with one validation each did not switch on an H200)
     log = run(sys.executable, "-m", "fairseq_cli.train", str(data_bin), *TINY, "--nonmono",
