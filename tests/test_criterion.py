@@ -1,5 +1,8 @@
+import math
+
 import pytest
 import torch
+from fairseq.logging import metrics
 from fairseq.tasks.language_modeling import LanguageModelingConfig, LanguageModelingTask
 
 from fairseq_awd.ar_tar_criterion import ARTARCrossEntropyCriterion, ar_tar
@@ -130,10 +133,6 @@ def test_bad_label_smoothing_is_one_line():
 def test_metrics_are_reduced_on_the_host_from_one_copy():
     """Two batches' logging outputs: fairseq's meters get floats (no tensor arithmetic
     per meter and aggregator, no wait per meter to round), the values by hand."""
-    import math
-
-    from fairseq.logging import metrics
-
     logs = [{"loss": torch.tensor(6.0), "ar": torch.tensor(0.5), "tar": torch.tensor(0.25),
              "nll_loss": torch.tensor(4.0), "sample_size": 3},
             {"loss": torch.tensor(2.0), "ar": torch.tensor(1.5), "tar": torch.tensor(0.75),

@@ -68,9 +68,11 @@ def test_nt_asgd_clips_on_the_gpu_and_gives_the_norm_to_the_host():
     opt = FairseqNTASGD(NTASGDConfig(lr=[1.0], disable_validation=False), params)
     norm = opt.clip_grad_norm(0.25)
     expected = torch.stack([g.norm() for g in grads]).norm()
-    assert norm.device.type == "cpu" and torch.equal(norm, expected.cpu())
+    # the GPU's foreach norm may sum in another order than its per-tensor norms
+    assert norm.device.type == "cpu" and torch.allclose(norm, expected.cpu(), rtol=1e-6)
     coef = (0.25 / (expected + 1e-6)).clamp(max=1)
-    assert all(p.grad.is_cuda and torch.equal(p.grad, g * coef) for p, g in zip(params, grads))
+    assert all(p.grad.is_cuda and torch.allclose(p.grad, g * coef, rtol=1e-6)
+               for p, g in zip(params, grads))
 
 
 @pytest.mark.parametrize("precision", [[], ["--amp"], ["--fp16", "--fp16-no-flatten-grads"],
