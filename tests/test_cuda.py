@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from fairseq_awd.awd_lstm import AWDLSTMConfig, AWDLSTMDecoder
-from fairseq_awd.nt_asgd import FairseqNTASGD, NTASGDConfig
 from fairseq_awd.weight_drop import WeightDropLSTM
 
 from conftest import ENV, GPU_ENV, USER_DIR, run, small_dictionary
@@ -56,23 +55,6 @@ def test_weight_drop_trains_as_nn_lstm_with_the_same_masked_weight():
     mask = (w_hh != 0).float() * 2  # kept entries are scaled by 1 / (1 - 0.5)
     assert torch.allclose(lstm.weight_hh_raw.grad, ref.weight_hh_l0.grad * mask, atol=1e-5)
     assert torch.allclose(lstm.weight_ih.grad, ref.weight_ih_l0.grad, atol=1e-5)
-
-
-def test_nt_asgd_clips_on_the_gpu_and_gives_the_norm_to_the_host():
-    """fairseq's trainer reads the norm on the host at once: it comes back there."""
-    torch.manual_seed(0)
-    params = [torch.nn.Parameter(torch.randn(s, device="cuda")) for s in [(40, 30), (7,)]]
-    grads = [torch.randn_like(p) * 3 for p in params]
-    for p, g in zip(params, grads):
-        p.grad = g.clone()
-    opt = FairseqNTASGD(NTASGDConfig(lr=[1.0], disable_validation=False), params)
-    norm = opt.clip_grad_norm(0.25)
-    expected = torch.stack([g.norm() for g in grads]).norm()
-    # the GPU's foreach norm may sum in another order than its per-tensor norms
-    assert norm.device.type == "cpu" and torch.allclose(norm, expected.cpu(), rtol=1e-6)
-    coef = (0.25 / (expected + 1e-6)).clamp(max=1)
-    assert all(p.grad.is_cuda and torch.allclose(p.grad, g * coef, rtol=1e-6)
-               for p, g in zip(params, grads))
 
 
 @pytest.mark.parametrize("precision", [[], ["--amp"], ["--fp16", "--fp16-no-flatten-grads"],
