@@ -57,12 +57,16 @@ class AWDLSTMDecoder(BodyDecoder):
         evaluation starts every batch from zeros."""
         if stream is not None and stream.get("dynamic_eval"):
             return self.dynamic_eval(prev_output_tokens, stream)
+        cache = stream is not None and stream.get("cache") and not features_only
+        # the cache's words live on the host: copied before the forward is queued, the
+        # copy waits for nothing but the batch's own upload
+        host_tokens = prev_output_tokens[0].cpu() if cache else None
         x, extra = self.extract_features(prev_output_tokens, incremental_state, stream)
         if not features_only:
             x = self.output_layer(x)
-            if stream is not None and stream.get("cache"):
+            if cache:
                 extra["cache_log_probs"] = self.cache_pointer(stream, x, extra["raw_out"],
-                                                              prev_output_tokens)
+                                                              host_tokens)
         return x, extra
 
     def dynamic_eval(self, tokens, stream):
@@ -91,11 +95,12 @@ class AWDLSTMDecoder(BodyDecoder):
 
     def cache_pointer(self, stream, logits, raw, tokens):
         """fairseq-eval-lm with --cache-window: the mixed log-probabilities of one
-        row, the cache carried along its stream (cache_pointer.py)."""
+        row (its tokens on the host), the cache carried along its stream
+        (cache_pointer.py)."""
         if stream["offset"] == 0 or stream["name"] not in self.caches:
             self.caches[stream["name"]] = CachePointer(**stream["cache"])
         lprobs = F.log_softmax(logits[0].float(), dim=-1)
-        return self.caches[stream["name"]].log_probs(lprobs, raw[0], tokens[0])[None]
+        return self.caches[stream["name"]].log_probs(lprobs, raw[0], tokens)[None]
 
     def extract_features(self, tokens, incremental_state=None, stream=None):
         # The state carried in: the stream's, or training's own; none for generation

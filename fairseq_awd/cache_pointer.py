@@ -12,6 +12,10 @@ used only once `window` positions are behind t (before that p = p_model), and it
 is carried across the eval windows of one stream. One matrix product per eval
 window over (cached + current positions), masked to each position's window,
 instead of the reference's Python loop over tokens.
+
+The words are kept on the host (the caller passes the tokens there): which words
+the window holds, and where each goes, is found without waiting for the GPU, which
+then only runs the window's dense work, so the host can queue the next window.
 """
 import math
 from typing import Optional
@@ -29,9 +33,9 @@ class CachePointer:
     def log_probs(self, lprobs: torch.Tensor, hidden: torch.Tensor,
                   tokens: torch.Tensor) -> torch.Tensor:
         """One eval window of one stream: the model's log-probabilities (T, V), the
-        last layer's outputs (T, d) and the input tokens (T,); returns the mixed
-        log-probabilities (T, V) and remembers the window."""
-        T = tokens.size(0)
+        last layer's outputs (T, d) and the input tokens (T,), on the host; returns
+        the mixed log-probabilities (T, V) and remembers the window."""
+        T, device = tokens.size(0), lprobs.device
         if self.keys is not None:
             self.next_words[-1] = tokens[0]  # the previous window's last next word
             keys = torch.cat([self.keys, hidden])
@@ -39,22 +43,23 @@ class CachePointer:
         else:
             keys, words = hidden, torch.cat([tokens[1:], tokens.new_zeros(1)])
         # Positions are used once `window` positions are behind them (the reference:
-        # start_idx + idx > window): a suffix of this eval window, found on the host so
-        # that no boolean-mask index makes a GPU wait.
+        # start_idx + idx > window): a suffix of this eval window, [first, T).
         first = min(T, max(0, self.window + 1 - self.seen))
         mixed = lprobs.float()
         if first < T:
+            # Row i (position first + i of this window) against key j (of the n cached
+            # and T current) lies lag = n + first + i - j positions after it: in its
+            # window when 1 <= lag <= window, a band of diagonals j - i.
             n = keys.size(0) - T
-            position = self.seen + torch.arange(first, T, device=tokens.device)  # queries
-            key_position = self.seen - n + torch.arange(n + T, device=tokens.device)
-            lag = position[:, None] - key_position[None, :]
-            in_window = (lag >= 1) & (lag <= self.window)
-            attn = (self.theta * hidden[first:].float() @ keys.float().t()).masked_fill(
-                ~in_window, float("-inf")).softmax(-1)
+            logits = self.theta * hidden[first:].float() @ keys.float().t()
+            in_window = torch.ones_like(logits, dtype=torch.bool).tril_(n + first - 1).triu_(
+                n + first - self.window)
+            attn = logits.where(in_window, float("-inf")).softmax(-1)
             # p_cache is zero but on the words in the window: there the mixture is
             # computed in full, elsewhere it is log p_model + log(1 - lambda), with no
             # exp/log over the vocabulary.
-            candidates, slot = torch.unique(words, return_inverse=True)
+            candidates, slot = (t.to(device, non_blocking=True)
+                                for t in torch.unique(words, return_inverse=True))
             p_cache = attn.new_zeros(attn.size(0), candidates.numel())
             p_cache.scatter_add_(1, slot[None, :].expand_as(attn), attn)
             model_rows = mixed[first:]

@@ -1,6 +1,6 @@
 """What only a GPU shows (skipped without CUDA): cuDNN's weight layout, the fused
 kernel against nn.LSTM, mixed precision with nt_asgd, eval-lm on the GPU against
-the CPU."""
+the CPU, a cache pointer that never waits for the GPU."""
 import re
 import sys
 import warnings
@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from fairseq_awd.awd_lstm import AWDLSTMConfig, AWDLSTMDecoder
+from fairseq_awd.cache_pointer import CachePointer
 from fairseq_awd.weight_drop import WeightDropLSTM
 
 from conftest import ENV, GPU_ENV, USER_DIR, run, small_dictionary
@@ -87,3 +88,23 @@ def test_eval_lm_on_the_gpu_equals_the_cpu(data_bin, tmp_path, extra):
         scores.append(float(re.search(r"Loss \(base 2\): ([\d.]+)", out).group(1)))
     cpu, gpu = scores
     assert abs(gpu - cpu) <= 1e-4 * cpu + 5e-5, scores  # printed to 4 decimals
+
+
+def test_the_cache_pointer_never_waits_for_the_gpu():
+    """Its words stay on the host: torch raises on any synchronising call (e.g.
+    torch.unique of GPU words, whose size the host must wait for)."""
+    torch.manual_seed(0)
+    n, eval_bptt = 100, 40
+    lprobs, h = torch.randn(n, 50).log_softmax(-1), torch.randn(n, 8)
+    tokens = torch.randint(4, 20, (n,))
+    on_cpu, on_gpu = CachePointer(30, 0.8, 0.3), CachePointer(30, 0.8, 0.3)
+    for offset in range(0, n, eval_bptt):
+        window = slice(offset, offset + eval_bptt)
+        expected = on_cpu.log_probs(lprobs[window], h[window], tokens[window])
+        lp, hidden = lprobs[window].cuda(), h[window].cuda()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            mixed = on_gpu.log_probs(lp, hidden, tokens[window])
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        assert torch.allclose(mixed.cpu(), expected, atol=1e-5)

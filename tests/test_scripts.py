@@ -75,7 +75,8 @@ def test_benchmark_prints_its_table(tmp_path):
          str(tmp_path / "b.json")], check=True, env=ENV, capture_output=True, text=True).stdout
     for name in ("awd_lstm wd0.5", "awd_lstm wd0", "lstm_lm", "weight_drop_0.5_over_0_train",
                  "fairseq-train", "fairseq_train_over_bare_loop",
-                 "cache_pointer_over_per_token_loop", "dynamic evaluation"):
+                 "cache_pointer_over_per_token_loop",
+                 "cache_pointer_reference_windows_over_per_token_loop", "dynamic evaluation"):
         assert name in out
     import json
     rows = json.loads((tmp_path / "b.json").read_text())["rows"]
