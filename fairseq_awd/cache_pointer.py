@@ -47,8 +47,8 @@ class CachePointer:
         first = min(T, max(0, self.window + 1 - self.seen))
         mixed = lprobs.float()
         if first < T:
-            # Row i (position first + i of this window) against key j (of the n cached
-            # and T current) lies lag = n + first + i - j positions after it: in its
+            # Key j (of the n cached and T current) lies lag = n + first + i - j
+            # positions before row i (position first + i of this window): in its
             # window when 1 <= lag <= window, a band of diagonals j - i.
             n = keys.size(0) - T
             logits = self.theta * hidden[first:].float() @ keys.float().t()
