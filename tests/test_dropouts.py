@@ -16,6 +16,21 @@ def test_locked_dropout_one_mask_over_time():
     assert not torch.equal(y[:, 0], y[:, 1])  # each sequence has its own mask
 
 
+def test_locked_dropout_rescales_the_mask_then_multiplies_as_the_reference():
+    drop = LockedDropout(0.3).train()
+    x = torch.randn(6, 4, 50)
+    torch.manual_seed(5)
+    y = drop(x)
+    torch.manual_seed(5)  # the same draw, by hand
+    mask = torch.empty(1, 4, 50).bernoulli_(0.7)
+    # bit for bit: x * mask / 0.7 rounds differently for some entries
+    assert torch.equal(y, mask / 0.7 * x)
+    x.requires_grad_()
+    torch.manual_seed(5)
+    drop(x).sum().backward()
+    assert torch.equal(x.grad, (mask / 0.7).expand_as(x))
+
+
 def test_locked_dropout_is_identity_in_eval():
     x = torch.randn(5, 2, 4)
     assert torch.equal(LockedDropout(0.5).eval()(x), x)
