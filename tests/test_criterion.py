@@ -21,6 +21,14 @@ def test_ar_tar_by_hand():
     assert (ar.item(), tar.item()) == pytest.approx((4 / 2, 4 / 1))
 
 
+@pytest.mark.parametrize("mask", [None, torch.tensor([[True], [True]])])
+def test_a_one_token_window_has_tar_zero_not_nan(mask):
+    """An evaluation's last window can be one token long (validation logged 'tar nan')."""
+    raw = torch.tensor([[[1.0, 2.0]], [[3.0, 0.0]]])  # 2 rows, 1 time step, 2 features
+    ar, tar = ar_tar(raw, raw, mask)
+    assert (ar.item(), tar.item()) == (14 / 4, 0.0)
+
+
 def test_ar_tar_counts_in_fp32_for_half_precision_models():
     raw = torch.ones(1, 1401, 3, dtype=torch.bfloat16)  # bf16 cannot hold 1401 * 3
     ar, tar = ar_tar(raw, raw * 2, torch.ones(1, 1401, dtype=torch.bool))
