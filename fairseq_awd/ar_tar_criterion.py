@@ -86,7 +86,8 @@ class ARTARCrossEntropyCriterion(FairseqCriterion):
         padded = not isinstance(ntokens, int) or ntokens != target.numel()
         ar, tar = ar_tar(extra["raw_out"], extra["dropped_out"],
                          target.ne(self.padding_idx) if padded else None)
-        ar, tar = self.ar_alpha * ar * ntokens, self.tar_beta * tar * ntokens
+        # one multiply each: the weight times the count is a number on the host
+        ar, tar = ar * (self.ar_alpha * ntokens), tar * (self.tar_beta * ntokens)
         logging_output = {
             "loss": loss.data,
             "ar": ar.data,
@@ -127,7 +128,10 @@ def host_sums(logging_outputs, keys):
     Left as GPU tensors, each meter of fairseq's (three aggregators per key) runs its
     sums as small kernels and waits for the GPU to round its value, every update; the
     one copy waits where fairseq's rounding of the loss would have waited anyway."""
-    sums = {k: sum(log.get(k, 0) for log in logging_outputs) for k in keys}
+    sums = {}
+    for k in keys:
+        values = [log.get(k, 0) for log in logging_outputs]
+        sums[k] = sum(values[1:], values[0])  # from 0, each key would add one kernel
     tensors = [k for k in keys if torch.is_tensor(sums[k])]
     if tensors:
         values = torch.stack([sums[k].reshape(()) for k in tensors]).tolist()

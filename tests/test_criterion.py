@@ -79,6 +79,17 @@ def test_loss_is_cross_entropy_plus_per_token_ar_tar():
     assert ar > 0 and tar > 0
 
 
+def test_ar_and_tar_take_their_weight_and_token_count_in_one_multiply_each():
+    task, model = task_and_model()
+    crit = ARTARCrossEntropyCriterion(task, ar_alpha=2.0, tar_beta=1.0, label_smoothing=0.0)
+    tokens = torch.randint(4, 50, (3, 10))
+    sample = {"net_input": {"src_tokens": tokens}, "target": tokens.roll(-1, 1), "ntokens": 30}
+    model.eval()  # no dropout: the criterion's are the only multiplies
+    with torch.no_grad(), torch.profiler.profile() as prof:
+        crit(model, sample)
+    assert [e.name for e in prof.events() if e.cpu_parent is None].count("aten::mul") == 2
+
+
 def test_padded_targets_leave_pad_positions_out_of_ar_tar():
     task, model = task_and_model()
     crit = ARTARCrossEntropyCriterion(task, ar_alpha=1.0, tar_beta=1.0, label_smoothing=0.0)
@@ -155,3 +166,7 @@ def test_metrics_are_reduced_on_the_host_from_one_copy():
     assert values["ar"] == 0.25 and values["tar"] == 0.125
     assert values["ppl"] == pytest.approx(2 ** (6 / 8 / math.log(2)), rel=1e-3)
     assert [e.name for e in prof.events()].count("aten::stack") == 1
+    assert [e.name for e in prof.events()].count("aten::add") == 4  # one sum per key
+    with metrics.aggregate(new_root=True), torch.profiler.profile() as prof:
+        ARTARCrossEntropyCriterion.reduce_metrics(logs[:1])
+    assert "aten::add" not in [e.name for e in prof.events()]  # one output: nothing to add
