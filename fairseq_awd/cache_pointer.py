@@ -29,6 +29,7 @@ class CachePointer:
         self.keys: Optional[torch.Tensor] = None  # (n, d): outputs of the latest positions
         self.next_words: Optional[torch.Tensor] = None  # (n,): the word after each
         self.seen = 0  # positions of the stream before the current eval window
+        self.last_band = (None, None)  # (its key, the mask) of the latest eval window
 
     def log_probs(self, lprobs: torch.Tensor, hidden: torch.Tensor,
                   tokens: torch.Tensor) -> torch.Tensor:
@@ -52,9 +53,7 @@ class CachePointer:
             # window when 1 <= lag <= window, a band of diagonals j - i.
             n = keys.size(0) - T
             logits = self.theta * hidden[first:].float() @ keys.float().t()
-            in_window = torch.ones_like(logits, dtype=torch.bool).tril_(n + first - 1).triu_(
-                n + first - self.window)
-            attn = logits.where(in_window, float("-inf")).softmax(-1)
+            attn = logits.where(self.band(logits, n + first), float("-inf")).softmax(-1)
             # p_cache is zero but on the words in the window: there the mixture is
             # computed in full, elsewhere it is log p_model + log(1 - lambda), with no
             # exp/log over the vocabulary.
@@ -66,7 +65,17 @@ class CachePointer:
             rows = model_rows + math.log1p(-self.lam)
             rows[:, candidates] = ((1 - self.lam) * model_rows[:, candidates].exp()
                                    + self.lam * p_cache).log()
-            mixed = torch.cat([mixed[:first], rows])
+            mixed = torch.cat([mixed[:first], rows]) if first else rows
         self.keys, self.next_words = keys[-self.window:], words[-self.window:].clone()
         self.seen += T
         return mixed.type_as(lprobs)
+
+    def band(self, logits: torch.Tensor, lag0: int) -> torch.Tensor:
+        """Where 1 <= lag0 + i - j <= window for row i, key j: two diagonal cuts.
+        Once the cache is full every eval window of the same length has the same
+        band, so it is built once, not per window."""
+        key = (logits.shape, lag0, logits.device)
+        if self.last_band[0] != key:
+            mask = torch.ones_like(logits, dtype=torch.bool).tril_(lag0 - 1)
+            self.last_band = key, mask.triu_(lag0 - self.window)
+        return self.last_band[1]

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from fairseq_awd.awd_lstm import AWDLSTMConfig, AWDLSTMDecoder, AWDLSTMModel
+from fairseq_awd.cache_pointer import CachePointer
 
 from conftest import ROOT, small_dictionary
 
@@ -88,3 +89,16 @@ def test_window_edges_are_exact(window):
     model, tokens = decoder(), torch.randint(4, 10, (45,))
     assert torch.allclose(cached_scores(model, tokens, window),
                           plain_loop(model, tokens, window), atol=1e-5)
+
+
+def test_a_full_cache_builds_its_band_mask_once():
+    """Past the fill, every eval window of one length has the same band of keys."""
+    torch.manual_seed(3)
+    cache = CachePointer(WINDOW, THETA, LAM)
+    lprobs, h, tokens = torch.randn(40, 30).log_softmax(-1), torch.randn(40, 8), torch.arange(40) % 30
+    built = []
+    for offset in range(0, 40, BPTT):
+        with torch.profiler.profile() as prof:
+            cache.log_probs(*(t[offset : offset + BPTT] for t in (lprobs, h, tokens)))
+        built.append([e.name for e in prof.events()].count("aten::tril_"))
+    assert built == [1, 1, 0, 0]
