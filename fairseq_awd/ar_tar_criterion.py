@@ -130,8 +130,8 @@ def host_sums(logging_outputs, keys):
     one copy waits where fairseq's rounding of the loss would have waited anyway."""
     sums = {}
     for k in keys:
-        values = [log.get(k, 0) for log in logging_outputs]
-        sums[k] = sum(values[1:], values[0])  # from 0, each key would add one kernel
+        per_output = [log.get(k, 0) for log in logging_outputs]
+        sums[k] = sum(per_output[1:], per_output[0])  # from 0: one kernel more per key
     tensors = [k for k in keys if torch.is_tensor(sums[k])]
     if tensors:
         values = torch.stack([sums[k].reshape(()) for k in tensors]).tolist()

@@ -95,7 +95,8 @@ def test_a_full_cache_builds_its_band_mask_once():
     """Past the fill, every eval window of one length has the same band of keys."""
     torch.manual_seed(3)
     cache = CachePointer(WINDOW, THETA, LAM)
-    lprobs, h, tokens = torch.randn(40, 30).log_softmax(-1), torch.randn(40, 8), torch.arange(40) % 30
+    lprobs, h = torch.randn(40, 30).log_softmax(-1), torch.randn(40, 8)
+    tokens = torch.arange(40) % 30
     built = []
     for offset in range(0, 40, BPTT):
         with torch.profiler.profile() as prof:
