@@ -3,8 +3,10 @@ regularization (TAR), Merity et al. 2017, section 4.6.
 
     loss = CE + alpha * mean(dropped_h ** 2) + beta * mean((h_t - h_{t-1}) ** 2)
 
-over the last LSTM layer's output (the decoder's, in a translation model): AR on
-it after its dropout, TAR on it before, pad positions left out of both. The
+over the last LSTM layer's output: AR on it after its dropout, TAR on it before,
+pad positions left out of both. In the translation model, whose softmax reads the
+attention output, AR acts on that output after its dropout and TAR on the decoder's
+top LSTM layer (the decoder returns them as 'dropped_out' and 'raw_out'). The
 reference adds both means to the per-token mean cross-entropy; fairseq sums the
 loss and divides by sample_size (tokens), so each mean is multiplied by the token
 count here. The logged `loss`/`ppl` are the cross-entropy alone; with
@@ -70,8 +72,9 @@ class ARTARCrossEntropyCriterion(FairseqCriterion):
         if not isinstance(extra, dict) or "raw_out" not in extra or "dropped_out" not in extra:
             fail(
                 "--criterion ar_tar_cross_entropy needs a model whose decoder "
-                "returns 'raw_out' and 'dropped_out' (the last LSTM layer's output before and "
-                "after dropout), as --arch awd_lstm and awd_lstm_translation do; use --criterion "
+                "returns 'raw_out' and 'dropped_out' (the last LSTM layer's output before "
+                "dropout, and what the softmax reads after it), as --arch awd_lstm and "
+                "awd_lstm_translation do; use --criterion "
                 "cross_entropy (or label_smoothed_cross_entropy) otherwise")
         target = model.get_targets(sample, net_output)
         lprobs = model.get_normalized_probs(net_output, log_probs=True)

@@ -64,7 +64,8 @@ def embedding(dictionary, dim: int, path: str) -> nn.Embedding:
 class AWDLSTMBody(nn.Module):
     def __init__(self, cfg: AWDBodyConfig, embed_tokens: nn.Embedding, sizes: List[int],
                  bidirectional: bool = False):
-        """sizes: the embedding size, then each layer's hidden size."""
+        """sizes: the first layer's input size (the embedding size, plus what a
+        decoder feeds back beside it), then each layer's hidden size."""
         super().__init__()
         self.embed_tokens = embed_tokens
         self.embed_dropout = cfg.embed_dropout

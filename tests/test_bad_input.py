@@ -47,6 +47,15 @@ def bad(tmp_path_factory):
     latin1.mkdir()
     for split in ("train", "valid", "test"):
         (latin1 / f"{split}.txt").write_bytes(b"ok\ncaf\xe9\n" if split == "valid" else b"ok\n")
+    de_en = tmp / "de_en"
+    de_en.mkdir()
+    for split, n in (("train", 60), ("valid", 12)):
+        for lang in ("de", "en"):
+            raw = (ROOT / "data" / "tatoeba-de-en" / f"{split}.{lang}").read_text()
+            (de_en / f"{split}.{lang}").write_text("".join(raw.splitlines(keepends=True)[:n]))
+    run(sys.executable, "-m", "fairseq_cli.preprocess", "-s", "de", "-t", "en", "--trainpref",
+        "de_en/train", "--validpref", "de_en/valid", "--destdir", "de_en/bin", "--workers", "1",
+        cwd=tmp)
     damaged = {}
     for name, size in (("empty", 0), ("half", ckpt.stat().st_size // 2)):
         damaged[name] = tmp / f"{name}.pt"
@@ -54,7 +63,7 @@ def bad(tmp_path_factory):
         with open(damaged[name], "r+b") as f:
             f.truncate(size)
     return SimpleNamespace(
-        tmp=tmp, good=good, latin1=latin1, ckpt=ckpt, damaged=damaged,
+        tmp=tmp, good=good, de_en=de_en / "bin", latin1=latin1, ckpt=ckpt, damaged=damaged,
         permuted=preprocess("permuted", tmp, text, "--srcdict", "permuted.dict.txt"),
         no_test=preprocess("no_test", tmp, {"train": text["train"], "valid": text["valid"]}),
         smaller=preprocess("smaller", tmp, {"train": "a b c d\n" * 20, "test": "a b\n"}),
@@ -66,6 +75,14 @@ def bad(tmp_path_factory):
 def train(data, *flags, optimizer=SGD):
     return [sys.executable, "-m", "fairseq_cli.train", str(data), *TASK, *MODEL, *optimizer,
             "--batch-size", "2", "--max-epoch", "1", *flags]
+
+
+def translate(data, *flags):
+    return [sys.executable, "-m", "fairseq_cli.train", str(data), "--user-dir", USER_DIR,
+            "--task", "translation", "-s", "de", "-t", "en", "--arch", "awd_lstm_translation",
+            "--encoder-embed-dim", "8", "--encoder-hidden-size", "8", "--decoder-embed-dim", "8",
+            "--decoder-hidden-size", "8", "--decoder-out-embed-dim", "8", "--max-tokens", "500",
+            "--optimizer", "adam", "--lr", "0.001", "--max-update", "1", "--cpu", *flags]
 
 
 def eval_lm(data, path, *flags):
@@ -158,6 +175,10 @@ CASES = {
     "an ablation without a test split": (
         lambda b: ablate(b.no_test, "--rows", "full"),
         "no test split in"),
+    "a translation decoder deeper than its encoder": (
+        lambda b: translate(b.de_en, "--encoder-layers", "1", "--decoder-layers", "2"),
+        "--encoder-layers (1) must equal --decoder-layers (2): each decoder layer starts "
+        "from the final state of the encoder layer at its depth"),
     "non-UTF-8 text for the data scripts": (
         lambda b: binarize(b.latin1), "{b.latin1}/valid.txt line 2 is not UTF-8"),
     "a reference comparison without the reference": (

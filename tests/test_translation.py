@@ -7,6 +7,7 @@ from argparse import Namespace
 
 import pytest
 import torch
+from fairseq.models import lstm
 from fairseq.sequence_generator import SequenceGenerator
 
 from fairseq_awd.awd_lstm import AWDLSTMConfig, AWDLSTMDecoder
@@ -63,6 +64,7 @@ def test_share_all_embeddings_uses_one_matrix():
     (dict(decoder_out_embed_dim=9), "--decoder-out-embed-dim \\(9\\) = --decoder-embed-dim"),
     (dict(encoder_layers=0), "--encoder-layers must be at least 1"),
     (dict(hidden_dropout=1.0), "--hidden-dropout must be in"),
+    (dict(decoder_layers=1), "--encoder-layers \\(2\\) must equal --decoder-layers \\(1\\)"),
 ])
 def test_settings_that_cannot_build_get_one_line(overrides, message):
     with pytest.raises(SystemExit, match=message):
@@ -118,6 +120,105 @@ def test_beam_search_hypotheses_equal_full_forward_rescoring():
             logits, _ = mt(src[i : i + 1], lengths[i : i + 1], prev)
             scores = logits.log_softmax(-1).gather(-1, tokens[..., None])[0, :, 0]
             assert torch.allclose(scores, hypo["positional_scores"], atol=1e-4)
+
+
+OFF = dict(dropout=0.0, hidden_dropout=0.0, input_dropout=0.0, embed_dropout=0.0,
+           weight_drop=0.0)
+
+
+def fairseq_lstm(src, tgt, **sizes):
+    args = Namespace(**sizes, dropout=0.0, criterion="cross_entropy")
+    lstm.base_architecture(args)
+    return lstm.LSTMModel.build_model(args, Namespace(source_dictionary=src,
+                                                      target_dictionary=tgt))
+
+
+def copy_lstm_into_awd(theirs, ours):
+    """fairseq's `lstm` weights under our names; every parameter of ours gets one."""
+    names = {"encoder.embed_tokens.": "encoder.body.embed_tokens.",
+             "decoder.embed_tokens.": "decoder.body.embed_tokens.",
+             "decoder.encoder_hidden_proj.": "decoder.hidden_proj.",
+             "decoder.encoder_cell_proj.": "decoder.cell_proj.",
+             "decoder.attention.": "decoder.attention.",
+             "decoder.additional_fc.": "decoder.out_proj.",
+             "decoder.fc_out.weight": "decoder.softmax.weight",
+             "decoder.fc_out.bias": "decoder.softmax.bias"}
+    state = {}
+    for key, value in theirs.state_dict().items():
+        layer = re.fullmatch(r"(encoder\.lstm|decoder\.layers\.(\d+))\.(weight|bias)_(ih|hh)"
+                             r"(?:_l(\d+))?(_reverse)?", key)
+        if layer:
+            side, index = ("encoder", layer[5]) if layer[2] is None else ("decoder", layer[2])
+            kind = f"{layer[3]}_{layer[4]}" + ("_raw" if layer.group(3, 4) == ("weight", "hh")
+                                                else "")
+            state[f"{side}.body.layers.{index}.{kind}{layer[6] or ''}"] = value
+            continue
+        old = next(k for k in names if key.startswith(k))
+        state[names[old] + key[len(old):]] = value
+    if "decoder.softmax.bias" not in state:  # a tied `lstm` has no softmax bias
+        state["decoder.softmax.bias"] = torch.zeros(len(ours.decoder.dictionary))
+    assert set(state) == {n for n, _ in ours.named_parameters()}
+    ours.load_state_dict({**ours.state_dict(), **state})
+
+
+@pytest.mark.parametrize("bidirectional,tied", [(True, True), (False, False)])
+def test_with_regularisation_off_it_is_fairseqs_lstm(bidirectional, tied):
+    """Copied weights give `lstm`'s log-probabilities on a padded batch, teacher-forced
+    and token by token: any difference left is the AWD regularisation's."""
+    src_dict, tgt_dict = small_dictionary(40), small_dictionary(30)
+    sizes = dict(encoder_embed_dim=8, encoder_hidden_size=10, encoder_layers=2,
+                 encoder_bidirectional=bidirectional, decoder_embed_dim=8,
+                 decoder_hidden_size=12, decoder_layers=2, decoder_out_embed_dim=8)
+    theirs = fairseq_lstm(src_dict, tgt_dict, share_decoder_input_output_embed=tied,
+                          **sizes).train()
+    ours = model(src_dict, tgt_dict, untie_embeddings=not tied, **sizes, **OFF).train()
+    copy_lstm_into_awd(theirs, ours)
+    pad, eos = src_dict.pad(), src_dict.eos()
+    # left-padded sources, longest first (lstm packs them sorted); right-padded targets
+    src = torch.tensor([[5, 6, 7, 8, 9, eos], [pad, 10, 11, 12, 13, eos],
+                        [pad, pad, pad, 14, 15, eos]])
+    lengths = src.ne(pad).sum(1)
+    prev = torch.tensor([[eos, 5, 6, 7, 8], [eos, 9, 10, pad, pad], [eos, 11, pad, pad, pad]])
+    expected = theirs.get_normalized_probs(theirs(src, lengths, prev), log_probs=True)
+    forced = ours.get_normalized_probs(ours(src, lengths, prev), log_probs=True)
+    assert torch.allclose(forced, expected, atol=1e-5)
+    encoder_out, state = ours.encoder(src, lengths), {}
+    for t in range(prev.size(1)):
+        step = ours.get_normalized_probs(ours.decoder(prev[:, : t + 1], encoder_out, state),
+                                         log_probs=True)
+        assert torch.allclose(step[:, 0], expected[:, t], atol=1e-5)
+    # and weight drop and the dropouts do act
+    regularised = model(src_dict, tgt_dict, untie_embeddings=not tied, **sizes).train()
+    regularised.load_state_dict(ours.state_dict())
+    assert not torch.allclose(regularised(src, lengths, prev)[0], ours(src, lengths, prev)[0])
+
+
+def test_decoder_draws_each_mask_once_per_forward_and_reuses_it_at_every_step():
+    """Weight drop: one mask per layer and forward; locked dropout: one per sequence,
+    the fed-back attention output's included, however many steps the decoder takes."""
+    mt = model(weight_drop=0.5, dropout=0.5, hidden_dropout=0.5, input_dropout=0.5).train()
+    decoder = mt.decoder
+    draws = {}
+
+    def counted(name, method):
+        def wrapper(*args):
+            draws[name] = draws.get(name, 0) + 1
+            return method(*args)
+        return wrapper
+    for i, layer in enumerate(decoder.body.layers):
+        layer.dropped = counted(f"layer{i}", layer.dropped)
+    for name in ("input_drop", "hidden_drop", "output_drop"):
+        module = getattr(decoder.body, name)
+        module.mask = counted(name, module.mask)
+    src = torch.tensor([[5, 6, 7, 2], [8, 9, 10, 2]])
+    prev = torch.tensor([[2, 5, 6, 7, 8, 9, 10], [2, 11, 12, 13, 14, 15, 16]])
+    _, extra = mt(src, torch.tensor([4, 4]), prev)
+    assert draws == {"layer0": 1, "layer1": 1, "input_drop": 1, "hidden_drop": 1,
+                     "output_drop": 1}
+    dropped = extra["dropped_out"]  # (batch, time, hidden): a dropped unit is 0 at every step
+    zeros = dropped.eq(0)
+    assert zeros.any() and torch.equal(zeros, zeros[:, :1].expand_as(zeros))
+    assert not extra["raw_out"].eq(0).any()  # TAR reads the top layer before any dropout
 
 
 # The real command lines, on a few hundred of the shipped German-English pairs.
@@ -221,6 +322,22 @@ def test_prepare_names_an_unknown_pair_and_unequal_files(tmp_path):
     proc = prepare(tmp_path, tmp_path / "tok")
     assert proc.stderr.strip().splitlines()[-1].startswith(
         f"fairseq-awd: {tmp_path / 'train.en'} line 2 is not UTF-8")
+
+
+@pytest.mark.slow
+def test_ablation_scores_translation_rows_by_test_bleu(de_en_bin, tmp_path):
+    out = run(sys.executable, "-m", "fairseq_awd.ablate", str(de_en_bin), "--out", "ab",
+              "--rows", "full,no-regularisation", "--", *TRAIN[2:], "--max-epoch", "1",
+              cwd=tmp_path)
+    assert "[2/2]" in out
+    table = (tmp_path / "ab" / "ablation.md").read_text()
+    assert "| row | validation ppl | test BLEU | test - full |" in table
+    bleu = {}
+    for row in ("full", "no-regularisation"):
+        log = (tmp_path / "ab" / row / "seed141" / "eval.log").read_text()
+        bleu[row] = float(re.search(r"BLEU = ([\d.]+)", log)[1])
+        assert f"| {bleu[row]:.2f} | {bleu[row] - bleu['full']:+.2f} |" in table
+    assert len(re.findall(r"^D-\d+", log, re.M)) == 600  # the whole test split, beam 5
 
 
 @pytest.mark.slow
