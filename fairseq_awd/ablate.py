@@ -8,7 +8,9 @@ Each row and seed is an ordinary fairseq-train + fairseq-eval-lm run in
 DIR/ROW/seedS (its command in command.sh there), so the table resumes: a finished
 run (result.json) is skipped, an interrupted one continues from its
 checkpoint_last.pt. DIR/ablation.md holds the table, DIR/ablation.png the
-differences from the full model.
+differences from the full model. With `--task translation` in the base flags the
+rows are scored by fairseq-generate's test BLEU (`--generate-args`) instead of
+perplexity, and the rows that need the language-model task are left out.
 """
 import argparse
 import json
@@ -56,11 +58,22 @@ ROWS = {
             ["--nonmono", "--asgd-from-start"]),
     "untied": ({}, ["--untie-embeddings"], []),
     "no-weight-decay": ({}, ["--weight-decay", "0"], []),
+    # every regulariser off: for translation, fairseq's `lstm` architecture
+    "no-regularisation": ({"--criterion": "ar_tar_cross_entropy"},
+                          ["--weight-drop", "0", "--embed-dropout", "0", "--input-dropout", "0",
+                           "--hidden-dropout", "0", "--dropout", "0", "--ar-alpha", "0",
+                           "--tar-beta", "0"], []),
 }
+# what a translation row is scored by, unless --generate-args says otherwise
+GENERATE = "--beam 5 --batch-size 128 --scoring sacrebleu"
 
 
 def value_of(flags: List[str], name: str):
     return flags[flags.index(name) + 1] if name in flags else None
+
+
+def applies(base: List[str], row: str) -> bool:
+    return all(value_of(base, flag) == value for flag, value in ROWS[row][0].items())
 
 
 def row_flags(base: List[str], row: str) -> List[str]:
@@ -79,20 +92,31 @@ def row_flags(base: List[str], row: str) -> List[str]:
     return flags + changes
 
 
-def run_one(data_bin: str, run_dir: Path, flags: List[str], seed: int, gpu=None) -> Dict:
-    """One row and seed: train (resuming from checkpoint_last.pt), then eval-lm."""
+def evaluation(data_bin: str, checkpoint: Path, flags: List[str], generate: List[str]):
+    """The test command of a run: fairseq-generate for translation, else eval-lm."""
+    if value_of(flags, "--task") == "translation":
+        command = ["fairseq-generate", data_bin, "--user-dir", USER_DIR, "--task",
+                   "translation", "--path", str(checkpoint), *generate]
+        for lang in ("-s", "--source-lang", "-t", "--target-lang"):
+            if lang in flags:
+                command += [lang, value_of(flags, lang)]
+    else:
+        command = ["fairseq-eval-lm", data_bin, "--user-dir", USER_DIR, "--task",
+                   "variable_bptt_lm", "--path", str(checkpoint)]
+        if value_of(flags, "--bptt"):
+            command += ["--bptt", value_of(flags, "--bptt")]
+    return command + (["--cpu"] if "--cpu" in flags else [])
+
+
+def run_one(data_bin: str, run_dir: Path, flags: List[str], seed: int, gpu=None,
+            generate: List[str] = ()) -> Dict:
+    """One row and seed: train (resuming from checkpoint_last.pt), then test."""
     result = run_dir / "result.json"
     if result.exists():
         return json.loads(result.read_text())
     train = ["fairseq-train", data_bin, "--user-dir", USER_DIR, *flags, "--seed", str(seed),
              "--save-dir", str(run_dir)]
-    evaluate = ["fairseq-eval-lm", data_bin, "--user-dir", USER_DIR, "--task",
-                "variable_bptt_lm", "--path", str(run_dir / "checkpoint_best.pt")]
-    if "--cpu" in flags:
-        evaluate.append("--cpu")
-    bptt = value_of(flags, "--bptt")
-    if bptt:
-        evaluate += ["--bptt", bptt]
+    evaluate = evaluation(data_bin, run_dir / "checkpoint_best.pt", flags, list(generate))
     run_dir.mkdir(parents=True, exist_ok=True)
     commands = f"{shlex.join(train)}\n{shlex.join(evaluate)}\n"
     (run_dir / "command.sh").write_text(commands)
@@ -107,8 +131,11 @@ def run_one(data_bin: str, run_dir: Path, flags: List[str], seed: int, gpu=None)
     valid = [float(p) for p in re.findall(r"valid on 'valid' subset \|.*? ppl ([\d.]+)",
                                           train_log)]
     params = re.findall(r"num\. shared model params: ([\d,]+)", train_log)
-    test = re.findall(r"Perplexity: ([\d.]+)", (run_dir / "eval.log").read_text())
-    outcome = {"valid_ppl": min(valid), "test_ppl": float(test[-1]),
+    test_log = (run_dir / "eval.log").read_text()
+    bleu = re.findall(r"BLEU = ([\d.]+)", test_log)
+    test = {"test_bleu": float(bleu[-1])} if bleu else {
+        "test_ppl": float(re.findall(r"Perplexity: ([\d.]+)", test_log)[-1])}
+    outcome = {"valid_ppl": min(valid), **test,
                "params": int(params[-1].replace(",", "")),
                "wall_s": round(time.time() - start)}
     result.write_text(json.dumps(outcome))
@@ -122,14 +149,16 @@ def summary(values: List[float]) -> str:
 
 
 def write_table(out: Path, results: Dict[str, List[Dict]], seeds: List[int]):
-    full = statistics.mean(r["test_ppl"] for r in results["full"]) if "full" in results else None
+    metric = "test_bleu" if "test_bleu" in next(iter(results.values()))[0] else "test_ppl"
+    name = metric.replace("_", " ").replace("bleu", "BLEU")
+    full = statistics.mean(r[metric] for r in results["full"]) if "full" in results else None
     lines = [f"Seeds {', '.join(map(str, seeds))}" + (" (mean ± standard deviation)"
                                                     if len(seeds) > 1 else ""), "",
-             "| row | validation ppl | test ppl | test - full | parameters | wall time (s) |",
+             f"| row | validation ppl | {name} | test - full | parameters | wall time (s) |",
              "|---|---:|---:|---:|---:|---:|"]
     diffs = {}
     for row, runs in results.items():
-        test = [r["test_ppl"] for r in runs]
+        test = [r[metric] for r in runs]
         if full is not None:
             diffs[row] = statistics.mean(test) - full
         lines.append(f"| {row} | {summary([r['valid_ppl'] for r in runs])} | {summary(test)} | "
@@ -141,11 +170,12 @@ def write_table(out: Path, results: Dict[str, List[Dict]], seeds: List[int]):
     from matplotlib import pyplot as plt
     rows = [r for r in diffs if r != "full"]
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.2))
-    ax.barh(rows, [diffs[r] for r in rows], color=["#c44" if diffs[r] > 0 else "#48a"
-                                                   for r in rows])
+    helps = {r: diffs[r] > 0 if metric == "test_ppl" else diffs[r] < 0 for r in rows}
+    ax.barh(rows, [diffs[r] for r in rows], color=["#c44" if helps[r] else "#48a" for r in rows])
     ax.axvline(0, color="black", linewidth=0.8)
     ax.invert_yaxis()
-    ax.set_xlabel("test perplexity minus the full model's (higher: the technique helps)")
+    ax.set_xlabel(f"{name} minus the full model's "
+                  f"({'higher' if metric == 'test_ppl' else 'lower'}: the technique helps)")
     fig.tight_layout()
     fig.savefig(out / "ablation.png", dpi=120)
 
@@ -154,22 +184,24 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("data_bin")
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--rows", default=",".join(ROWS), help="comma-separated rows (default: all)")
+    p.add_argument("--rows", help="comma-separated rows (default: every row the base allows)")
     p.add_argument("--seeds", default="141", help="comma-separated seeds")
     p.add_argument("--jobs", type=int, default=1, help="runs at once (one GPU each, if several)")
     p.add_argument("--recipe", choices=RECIPES, help="the README's base flags")
+    p.add_argument("--generate-args", default=GENERATE,
+                   help="fairseq-generate's flags for a translation base (its BLEU is the score)")
     argv = sys.argv[1:]
     split = argv.index("--") if "--" in argv else len(argv)
     args = p.parse_args(argv[:split])
     base = argv[split + 1:] or (shlex.split(RECIPES[args.recipe]) if args.recipe else [])
     if not base:
         fail("give the base recipe: --recipe ptb|wt2, or -- followed by fairseq-train's flags")
-    rows = args.rows.split(",")
+    rows = args.rows.split(",") if args.rows else [r for r in ROWS if applies(base, r)]
     unknown = [r for r in rows if r not in ROWS]
     if unknown:
         fail(f"unknown row {', '.join(unknown)}: the rows are {', '.join(ROWS)}")
-    if not (Path(args.data_bin) / "test.bin").exists():
-        fail(f"no test split in {args.data_bin}: the table reports test perplexity; "
+    if not any(Path(args.data_bin).glob("test.*bin")):  # test.bin, test.de-en.de.bin
+        fail(f"no test split in {args.data_bin}: the table reports test scores; "
              "run fairseq-preprocess with --testpref")
     seeds = [int(s) for s in args.seeds.split(",")]
     flags = {row: row_flags(base, row) for row in rows}  # every row checked before any runs
@@ -182,11 +214,12 @@ def main():
     def one(i):
         row, seed = runs[i]
         outcome = run_one(args.data_bin, args.out / row / f"seed{seed}", flags[row], seed,
-                          i % gpus if gpus > 1 else None)
+                          i % gpus if gpus > 1 else None, shlex.split(args.generate_args))
         with finished:
             results[row].append(outcome)
+            test = outcome.get("test_bleu", outcome.get("test_ppl"))
             print(f"[{sum(map(len, results.values()))}/{len(runs)}] {row} seed {seed}: valid "
-                  f"{outcome['valid_ppl']:.2f}, test {outcome['test_ppl']:.2f} "
+                  f"{outcome['valid_ppl']:.2f}, test {test:.2f} "
                   f"({outcome['wall_s']} s)", flush=True)
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:

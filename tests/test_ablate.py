@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from fairseq_awd.ablate import RECIPES, row_flags
+from fairseq_awd.ablate import RECIPES, ROWS, applies, row_flags
 
 from conftest import ROOT, run
 
@@ -36,6 +36,15 @@ def test_rows_replace_the_base_flags():
     assert no_ar.count("--ar-alpha") == 1 and no_ar[-2:] == ["--ar-alpha", "0"]
     assert row_flags(BASE, "untied")[-1] == "--untie-embeddings"
     assert row_flags(BASE, "full") == BASE
+    off = row_flags(BASE, "no-regularisation")
+    assert [off[off.index(f) + 1] for f in ("--weight-drop", "--dropout", "--ar-alpha")] == ["0"] * 3
+
+
+def test_default_rows_are_those_the_base_allows():
+    translation = ["--task", "translation", "--arch", "awd_lstm_translation", "--criterion",
+                   "ar_tar_cross_entropy", "--optimizer", "adam"]
+    assert [r for r in ROWS if not applies(translation, r)] == ["fixed-bptt", "sgd"]
+    assert all(applies(BASE, r) for r in ROWS)
 
 
 @pytest.mark.slow
