@@ -93,3 +93,32 @@ def test_the_readme_demo_prints_a_perplexity_in_the_range_it_states(tmp_path):
                          capture_output=True, text=True)
     ppl = float(re.search(r"Perplexity: ([\d.]+)", out.stdout + out.stderr).group(1))
     assert low <= ppl <= high, ppl
+
+
+def test_translation_results_pick_by_validation_and_average_over_seeds(tmp_path):
+    import sacrebleu
+    refs = (ROOT / "data" / "tatoeba-de-en" / "test.en").read_text().splitlines()[:12]
+    wrong = refs[:-1] + ["no"]
+    runs = {"lstm_d0.1.s1": (4.1, refs, 2000), "lstm_d0.3.s1": (3.9, wrong, 3000),
+            "lstm_d0.3.s2": (4.0, refs, 1000)}
+    for name, (loss, hyps, wps) in runs.items():
+        (tmp_path / f"{name}.train.log").write_text(
+            "fairseq_cli.train | num. shared model params: 1,234 (num. trained: 1,234)\n"
+            f"| valid | epoch 001 | valid on 'valid' subset | loss 5.0 | nll_loss 4 |\n"
+            f"| train | epoch 001 | loss 6 | wps {wps} | ups 1\n"
+            f"| valid | epoch 002 | valid on 'valid' subset | loss {loss} | nll_loss 3 |\n"
+            f"| valid | epoch 003 | valid on 'valid' subset | loss 4.5 | nll_loss 3 |\n"
+            f"| train | epoch 002 | loss 5 | wps {wps} | ups 1\n"
+            "fairseq_cli.train | done training in 120.0 seconds\n")
+        (tmp_path / f"{name}.hyp").write_text("\n".join(hyps) + "\n")
+    script = [sys.executable, str(ROOT / "examples" / "translation" / "results.py"), str(tmp_path)]
+    best = subprocess.run(script + ["--best", "lstm_"], env=ENV, capture_output=True, text=True)
+    assert best.stdout.strip() == "lstm_d0.3"
+    table = subprocess.run(script + ["--final", "lstm_d0.3"], env=ENV, capture_output=True,
+                           text=True).stdout
+    assert "| lstm_d0.1.s1 | 4.100 | 2 | 3 | 100.00 | 100.00 | 2.0 | 2,000 |" in table
+    bleu, chrf = (f(wrong, [refs]).score for f in (sacrebleu.corpus_bleu, sacrebleu.corpus_chrf))
+    assert 0 < bleu < 100 and 0 < chrf < 100
+    spread = [f"{(100 + x) / 2:.2f} ± {(100 - x) / 2 ** 0.5:.2f}" for x in (bleu, chrf)]
+    assert f"| lstm_d0.3 | 2 | {spread[0]} | {spread[1]} | 3.0 ± 0.0 | 2.0 ± 0.0 | " \
+        "2,000 ± 1,414 | 1,234 |" in table
