@@ -79,13 +79,18 @@ class AWDLSTMBody(nn.Module):
         self.hidden_drop = LockedDropout(cfg.hidden_dropout)
         self.output_drop = LockedDropout(cfg.dropout)
 
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(batch, time) tokens -> (time, batch, dim) inputs of the first layer, after
+        embedding dropout and the input's locked dropout."""
+        x = embedding_dropout(self.embed_tokens, tokens.t(), self.embed_dropout, self.training)
+        return self.input_drop(x)
+
     def forward(self, tokens: torch.Tensor, state: Optional[list] = None,
                 lengths: Optional[torch.Tensor] = None):
         """tokens: (batch, time), right-padded if `lengths` is given.
         Returns the last layer's output before and after its dropout, both
         (time, batch, output_size), and each layer's final (h, c)."""
-        x = embedding_dropout(self.embed_tokens, tokens.t(), self.embed_dropout, self.training)
-        x = self.input_drop(x)
+        x = self.embed(tokens)
         new_state = []
         for i, layer in enumerate(self.layers):
             if i > 0:

@@ -23,7 +23,6 @@ from torch import nn
 
 from .awd_lstm_body import AWDBodyConfig, AWDLSTMBody, BodyDecoder, check_config, embedding
 from .dictionary_fingerprint import check_dictionaries, dictionary_path
-from .embedding_dropout import embedding_dropout
 from .errors import fail
 from .nt_asgd import follow_validation
 
@@ -155,9 +154,7 @@ class AWDLSTMTranslationDecoder(BodyDecoder):
             hs = [saved[f"h{i}"][0] for i in range(len(layers))]
             cs = [saved[f"c{i}"][0] for i in range(len(layers))]
             feed = saved["feed"][0]
-        x = embedding_dropout(body.embed_tokens, prev_output_tokens.t(), body.embed_dropout,
-                              self.training)
-        x = body.input_drop(x)
+        x = body.embed(prev_output_tokens)
         # one weight-drop mask per layer and one locked-dropout mask per place, drawn
         # once for the whole forward and reused at every step
         weights = [layer.flat_weights() for layer in layers]
