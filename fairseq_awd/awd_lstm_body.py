@@ -108,20 +108,33 @@ class BodyDecoder(FairseqIncrementalDecoder):
         self.body = body
         self.softmax = TiedSoftmax(len(dictionary), out_dim, tied)
 
+    def load_state(self, incremental_state):
+        """Each layer's (h, c) cached after the previous token, and the whole cache
+        (for a decoder's own entries); (None, None) before the first token."""
+        saved = None
+        if incremental_state is not None:
+            saved = self.get_incremental_state(incremental_state, "state")
+        if saved is None:
+            return None, None
+        return [(saved[f"h{i}"], saved[f"c{i}"]) for i in range(len(self.body.layers))], saved
+
+    def save_state(self, incremental_state, state, **extra):
+        """Cache each layer's (h, c) and a decoder's extra tensors, all (1, batch, dim):
+        reorder_incremental_state follows the beam along their batch dimension."""
+        saved = dict(extra)
+        for i, (h, c) in enumerate(state):
+            saved[f"h{i}"], saved[f"c{i}"] = h, c
+        self.set_incremental_state(incremental_state, "state", saved)
+
     def run_body(self, tokens, incremental_state=None, state=None):
         """The body on the tokens; with incremental_state, on the newest token only,
         from the state cached after the previous one."""
-        if incremental_state is not None:
-            saved = self.get_incremental_state(incremental_state, "state")
-            if saved is not None:
-                tokens = tokens[:, -1:]
-                state = [(saved[f"h{i}"], saved[f"c{i}"]) for i in range(len(self.body.layers))]
+        cached, _ = self.load_state(incremental_state)
+        if cached is not None:
+            tokens, state = tokens[:, -1:], cached
         raw, dropped, new_state = self.body(tokens, state)
         if incremental_state is not None:
-            saved = {}
-            for i, (h, c) in enumerate(new_state):
-                saved[f"h{i}"], saved[f"c{i}"] = h, c
-            self.set_incremental_state(incremental_state, "state", saved)
+            self.save_state(incremental_state, new_state)
         return raw, dropped, new_state
 
     def reorder_incremental_state(self, incremental_state, new_order):

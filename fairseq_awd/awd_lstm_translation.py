@@ -144,15 +144,12 @@ class AWDLSTMTranslationDecoder(BodyDecoder):
     def extract_features(self, prev_output_tokens, encoder_out, incremental_state=None,
                          **unused):
         body, layers = self.body, self.body.layers
-        saved = None
-        if incremental_state is not None:
-            saved = self.get_incremental_state(incremental_state, "state")
-        if saved is None:
+        cached, saved = self.load_state(incremental_state)
+        if cached is None:
             hs, cs, feed = self.initial_state(encoder_out)
         else:  # generation: the newest token, from the state after the previous one
             prev_output_tokens = prev_output_tokens[:, -1:]
-            hs = [saved[f"h{i}"][0] for i in range(len(layers))]
-            cs = [saved[f"c{i}"][0] for i in range(len(layers))]
+            hs, cs = [h[0] for h, _ in cached], [c[0] for _, c in cached]
             feed = saved["feed"][0]
         x = body.embed(prev_output_tokens)
         # one weight-drop mask per layer and one locked-dropout mask per place, drawn
@@ -181,11 +178,8 @@ class AWDLSTMTranslationDecoder(BodyDecoder):
             dropped.append(feed)
             attn.append(scores)
         if incremental_state is not None:
-            # (1, batch, dim) each, the layout BodyDecoder's beam reordering expects
-            state = {"feed": feed[None]}
-            for i in range(len(layers)):
-                state[f"h{i}"], state[f"c{i}"] = hs[i][None], cs[i][None]
-            self.set_incremental_state(incremental_state, "state", state)
+            self.save_state(incremental_state, [(h[None], c[None]) for h, c in zip(hs, cs)],
+                            feed=feed[None])
         # (batch, time, features), the layout of fairseq's decoders
         raw, dropped = torch.stack(raw, 1), torch.stack(dropped, 1)
         features = dropped if self.out_proj is None else self.out_proj(dropped)
