@@ -15,7 +15,7 @@ setup(
         # fairseq 0.12.2 does not import on Python 3.11; this fork does (import name fairseq).
         "fairseq-fixed==0.12.3.1",
         # numpy 1.26 and 2.x: fairseq-fixed's one call into the np.compat that numpy 2
-        # removed gets its alias back from fairseq_awd/numpy2.py.
+        # removed gets its alias back from fairseq_awd/compat.py.
         "numpy>=1.26",
     ],
     entry_points={"console_scripts": ["fairseq-awd-ablate=fairseq_awd.ablate:main"]},

@@ -4,27 +4,22 @@ fairseq writes a checkpoint's first file atomically (a .tmp file, then a rename)
 but makes checkpoint_best.pt and checkpoint_last.pt from it with a plain copy, so
 a run killed during that copy (kill -9, a preempted job) leaves a truncated
 checkpoint_last.pt, and the restart dies in torch's unpickler. fairseq has no
-extension point on that path, so `install()` replaces two of its functions, the
-least it takes:
-- `PathManager.copy`, for local files: copy to `<dst>.tmp`, then `os.replace`,
-  so a file is either the old one or the new one, never a part;
-- `checkpoint_utils.load_checkpoint_to_cpu`: checks the file first (a torch
-  checkpoint is a zip archive with a CRC per member), so eval-lm, generate, the hub
-  and a resume end with one line naming a corrupt file, and remembers which file it
-  loads (`loading`, named by the dictionary check).
+extension point on that path, so compat.py replaces two of its functions, the
+least it takes, with these:
+- `atomic_copy` for `PathManager.copy` of local files: copy to `<dst>.tmp`, then
+  `os.replace`, so a file is either the old one or the new one, never a part;
+- `check_loadable` before `checkpoint_utils.load_checkpoint_to_cpu`: a torch
+  checkpoint is a zip archive with a CRC per member, so eval-lm, generate, the hub
+  and a resume end with one line naming a corrupt file.
 A checkpoint_last.pt damaged otherwise (a full disk, a copy cut short) is replaced
 at the start of training by the newest intact checkpoint (`resume_from_intact`).
 """
-import functools
 import glob
 import logging
 import os
 import shutil
 import zipfile
 from typing import Optional
-
-from fairseq import checkpoint_utils
-from fairseq.file_io import PathManager
 
 from .errors import fail
 
@@ -55,32 +50,17 @@ def atomic_copy(src_path: str, dst_path: str):
     os.replace(tmp, dst_path)
 
 
-def install():
-    if getattr(PathManager.copy, "atomic", False):
-        return  # the package imported twice (--user-dir and an installed copy)
-    fairseq_copy, fairseq_load = PathManager.copy, checkpoint_utils.load_checkpoint_to_cpu
-
-    def copy(src_path: str, dst_path: str, overwrite: bool = False) -> bool:
-        if PathManager.path_requires_pathmanager(dst_path):
-            return fairseq_copy(src_path, dst_path, overwrite)  # a remote store
-        atomic_copy(src_path, dst_path)
-        return True
-
-    @functools.wraps(fairseq_load)
-    def load_checkpoint_to_cpu(path, *args, **kwargs):
-        global loading
-        if os.path.isfile(path):
-            problem = corruption(path)
-            if problem:
-                fail(f"{path} is not a complete checkpoint ({problem}); it was cut short "
-                     "while being written: use another checkpoint of the run "
-                     "(checkpoint_best.pt, checkpointN.pt)")
-        loading = path
-        return fairseq_load(path, *args, **kwargs)
-
-    copy.atomic = True
-    PathManager.copy = staticmethod(copy)
-    checkpoint_utils.load_checkpoint_to_cpu = load_checkpoint_to_cpu
+def check_loadable(path: str):
+    """Ends with one line when `path` is a cut-short checkpoint; remembers it as the
+    file being loaded (named by the dictionary check)."""
+    global loading
+    if os.path.isfile(path):
+        problem = corruption(path)
+        if problem:
+            fail(f"{path} is not a complete checkpoint ({problem}); it was cut short "
+                 "while being written: use another checkpoint of the run "
+                 "(checkpoint_best.pt, checkpointN.pt)")
+    loading = path
 
 
 def resume_from_intact(save_dir: str):
