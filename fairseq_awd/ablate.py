@@ -7,8 +7,9 @@ table 4) on your corpus: the full model, then one technique removed per row.
 Each row and seed is an ordinary fairseq-train + fairseq-eval-lm run in
 DIR/ROW/seedS (its command in command.sh there), so the table resumes: a finished
 run (result.json) is skipped, an interrupted one continues from its
-checkpoint_last.pt. DIR/ablation.md holds the table, DIR/ablation.png the
-differences from the full model. With `--task translation` in the base flags the
+checkpoint_last.pt. DIR/ablation.md holds the table (mean ± sd over the seeds, each
+difference within the seed spread marked), DIR/ablation.png the differences from
+the full model with the spread as error bars (it needs matplotlib). With `--task translation` in the base flags the
 rows are scored by fairseq-generate's test BLEU (`--generate-args`) instead of
 perplexity, and the rows that need the language-model task are left out.
 """
@@ -148,34 +149,64 @@ def summary(values: List[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
-def write_table(out: Path, results: Dict[str, List[Dict]], seeds: List[int]):
+def spread(values: List[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def can_plot() -> bool:
+    """Checked before the first row: the chart needs matplotlib (the [plot] extra),
+    the table does not."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print("fairseq-awd: matplotlib is not installed, so ablation.md will be written and "
+              "ablation.png will not: pip install 'fairseq-awd[plot]' for the chart",
+              file=sys.stderr, flush=True)
+        return False
+    return True
+
+
+def write_table(out: Path, results: Dict[str, List[Dict]], seeds: List[int], plot: bool):
     metric = "test_bleu" if "test_bleu" in next(iter(results.values()))[0] else "test_ppl"
     name = metric.replace("_", " ").replace("bleu", "BLEU")
-    full = statistics.mean(r[metric] for r in results["full"]) if "full" in results else None
-    lines = [f"Seeds {', '.join(map(str, seeds))}" + (" (mean ± standard deviation)"
-                                                    if len(seeds) > 1 else ""), "",
-             f"| row | validation ppl | {name} | test - full | parameters | wall time (s) |",
-             "|---|---:|---:|---:|---:|---:|"]
-    diffs = {}
+    tests = {row: [r[metric] for r in runs] for row, runs in results.items()}
+    full = tests.get("full")
+    if len(seeds) > 1:
+        head = (f"Seeds {', '.join(map(str, seeds))} (mean ± standard deviation). A difference "
+                "marked ~ lies within the seed spread (it is no larger than the two rows' "
+                "standard deviations added): it may be noise.")
+    else:
+        head = (f"Seed {seeds[0]} alone: no seed spread was measured, so any difference may be "
+                "noise (--seeds with several seeds measures it).")
+    lines = [head, "", f"| row | validation ppl | {name} | test - full | parameters | "
+             "wall time (s) |", "|---|---:|---:|---:|---:|---:|"]
+    diffs, errors = {}, {}
     for row, runs in results.items():
-        test = [r[metric] for r in runs]
+        diff = ""
         if full is not None:
-            diffs[row] = statistics.mean(test) - full
-        lines.append(f"| {row} | {summary([r['valid_ppl'] for r in runs])} | {summary(test)} | "
-                     f"{'' if full is None else f'{diffs[row]:+.2f}'} | {runs[0]['params']:,} | "
+            diffs[row] = statistics.mean(tests[row]) - statistics.mean(full)
+            errors[row] = spread(tests[row]) + spread(full)
+            noise = row != "full" and len(seeds) > 1 and abs(diffs[row]) <= errors[row]
+            diff = f"{diffs[row]:+.2f}{' ~' if noise else ''}"
+        lines.append(f"| {row} | {summary([r['valid_ppl'] for r in runs])} | "
+                     f"{summary(tests[row])} | {diff} | {runs[0]['params']:,} | "
                      f"{sum(r['wall_s'] for r in runs)} |")
     (out / "ablation.md").write_text("\n".join(lines) + "\n")
+    if not plot or full is None:
+        return
     import matplotlib
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
     rows = [r for r in diffs if r != "full"]
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.2))
     helps = {r: diffs[r] > 0 if metric == "test_ppl" else diffs[r] < 0 for r in rows}
-    ax.barh(rows, [diffs[r] for r in rows], color=["#c44" if helps[r] else "#48a" for r in rows])
+    ax.barh(rows, [diffs[r] for r in rows], xerr=[errors[r] for r in rows] if len(seeds) > 1
+            else None, color=["#c44" if helps[r] else "#48a" for r in rows], capsize=3)
     ax.axvline(0, color="black", linewidth=0.8)
     ax.invert_yaxis()
     ax.set_xlabel(f"{name} minus the full model's "
-                  f"({'higher' if metric == 'test_ppl' else 'lower'}: the technique helps)")
+                  f"({'higher' if metric == 'test_ppl' else 'lower'}: the technique helps)"
+                  + ("; bars: both rows' sd added" if len(seeds) > 1 else "; one seed"))
     fig.tight_layout()
     fig.savefig(out / "ablation.png", dpi=120)
 
@@ -205,6 +236,7 @@ def main():
              "run fairseq-preprocess with --testpref")
     seeds = [int(s) for s in args.seeds.split(",")]
     flags = {row: row_flags(base, row) for row in rows}  # every row checked before any runs
+    plot = can_plot()
     import torch
     gpus = torch.cuda.device_count() if "--cpu" not in base else 0
     runs = [(row, seed) for row in rows for seed in seeds]
@@ -224,8 +256,9 @@ def main():
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         list(pool.map(one, range(len(runs))))
-    write_table(args.out, results, seeds)
-    print(f"table: {args.out / 'ablation.md'}, chart: {args.out / 'ablation.png'}")
+    write_table(args.out, results, seeds, plot)
+    print(f"table: {args.out / 'ablation.md'}" + (f", chart: {args.out / 'ablation.png'}"
+                                                  if plot else ""))
 
 
 if __name__ == "__main__":

@@ -3,13 +3,15 @@ their logs, a finished row skipped on a second run; the recipes are the README's
 import json
 import re
 import shlex
+import shutil
+import subprocess
 import sys
 
 import pytest
 
 from fairseq_awd.ablate import RECIPES, ROWS, applies, row_flags
 
-from conftest import ROOT, run
+from conftest import ENV, ROOT, run
 
 BASE = ["--task", "variable_bptt_lm", "--bptt", "20", "--batch-size", "4", "--arch", "awd_lstm",
         "--decoder-embed-dim", "16", "--decoder-hidden-size", "24", "--decoder-layers", "2",
@@ -70,3 +72,42 @@ def test_two_rows_end_to_end_and_resume(data_bin, tmp_path):
     assert "to rerun it alone" not in again  # both finished: nothing runs
     assert (tmp_path / "ab" / "full" / "seed141" / "train.log").stat().st_size == before
     assert f"valid {result['valid_ppl']:.2f}" in again
+
+
+def finished(out, results):
+    """Runs the ablation skips as done: their result.json files."""
+    for (row, seed), test in results.items():
+        (out / row / f"seed{seed}").mkdir(parents=True)
+        (out / row / f"seed{seed}" / "result.json").write_text(json.dumps(
+            {"valid_ppl": 100.0 + seed, "test_ppl": test, "params": 1000, "wall_s": 1}))
+
+
+def test_seed_spread_marks_the_differences_it_covers(data_bin, tmp_path):
+    # full 100 +- 2; no-ar 101 +- 1 (within 3 of it: noise); no-tar 110 +- 1 (not)
+    finished(tmp_path, {("full", 1): 98, ("full", 2): 102, ("no-ar", 1): 100, ("no-ar", 2): 101.41421356,
+                        ("no-tar", 1): 109.29289322, ("no-tar", 2): 110.70710678})
+    out = run(sys.executable, "-m", "fairseq_awd.ablate", str(data_bin), "--out", str(tmp_path),
+              "--rows", "full,no-ar,no-tar", "--seeds", "1,2", "--", *BASE, cwd=tmp_path)
+    table = (tmp_path / "ablation.md").read_text()
+    assert "| no-ar | 101.50 ± 0.71 | 100.71 ± 1.00 | +0.71 ~ |" in table
+    assert "| no-tar | 101.50 ± 0.71 | 110.00 ± 1.00 | +10.00 |" in table
+    assert "| full | 101.50 ± 0.71 | 100.00 ± 2.83 | +0.00 |" in table
+    assert (tmp_path / "ablation.png").read_bytes()[:4] == b"\x89PNG" and "chart:" in out
+
+
+def test_without_matplotlib_the_console_script_writes_the_table(data_bin, tmp_path):
+    hidden = tmp_path / "hide" / "matplotlib"
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'matplotlib'\")")
+    finished(tmp_path / "ab", {("full", 141): 100.0, ("no-ar", 141): 103.0})
+    proc = subprocess.run([shutil.which("fairseq-awd-ablate"), str(data_bin), "--out",
+                           str(tmp_path / "ab"), "--rows", "full,no-ar", "--", *BASE],
+                          env={**ENV, "PYTHONPATH": str(hidden.parent)}, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert [l for l in proc.stderr.splitlines() if l.startswith("fairseq-awd:")] == [
+        "fairseq-awd: matplotlib is not installed, so ablation.md will be written and ablation.png "
+        "will not: pip install 'fairseq-awd[plot]' for the chart"]
+    table = (tmp_path / "ab" / "ablation.md").read_text()
+    assert "no seed spread was measured" in table and "| no-ar | 241.00 | 103.00 | +3.00 |" in table
+    assert not (tmp_path / "ab" / "ablation.png").exists()
