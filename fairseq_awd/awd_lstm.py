@@ -7,18 +7,15 @@ Defaults are the paper's Penn Treebank model; `awd_lstm_wt2` is WikiText-2's.
 """
 import logging
 from dataclasses import dataclass, field
-from typing import Dict, Optional
+from typing import Optional
 
-import torch
-import torch.nn.functional as F
 from fairseq.models import FairseqLanguageModel, register_model, register_model_architecture
 
 from .awd_lstm_body import AWDBodyConfig, AWDLSTMBody, BodyDecoder, check_config, embedding
-from .cache_pointer import CachePointer
 from .carried_state import CarriedState
-from .dynamic_eval import DynamicEval, mean_cross_entropy
 from .dictionary_fingerprint import check_dictionaries, dictionary_path
 from .nt_asgd import follow_validation
+from .stream import TRAIN_STREAM, Stream
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +32,11 @@ class AWDLSTMConfig(AWDBodyConfig):
 class AWDLSTMDecoder(BodyDecoder):
     """The AWD-LSTM body with a tied softmax, carrying its state between batches."""
 
+    # What variable_bptt_lm needs of a model: forward(tokens, stream=Stream) carries
+    # the LSTM state per stream, and its extra output holds "raw_out", the last
+    # layer's outputs before dropout (the cache pointer's keys).
+    carries_streams = True
+
     def __init__(self, cfg: AWDLSTMConfig, dictionary, dictionary_path: str = "dict.txt"):
         tied = not cfg.untie_embeddings
         embed_dim, hidden = cfg.decoder_embed_dim, cfg.decoder_hidden_size
@@ -43,73 +45,28 @@ class AWDLSTMDecoder(BodyDecoder):
         body = AWDLSTMBody(cfg, embedding(dictionary, embed_dim, dictionary_path), sizes)
         super().__init__(dictionary, body, sizes[-1], tied)
         self.carried = CarriedState()
-        self.caches: Dict[str, CachePointer] = {}
 
     def reset_state(self, stream: Optional[str] = None):
         """Forget the carried LSTM state of one stream, or of all."""
         self.carried.reset(stream)
 
     def forward(self, prev_output_tokens, incremental_state=None, features_only=False,
-                stream: Optional[Dict] = None, **unused):
+                stream: Optional[Stream] = None, **unused):
         """prev_output_tokens: (batch, time). `stream` names the token stream this
-        batch continues, as the variable_bptt_lm task sets it: {"name", "offset",
-        "commit"}. Without it, training follows on from the previous batch and
-        evaluation starts every batch from zeros."""
-        if stream is not None and stream.get("dynamic_eval"):
-            return self.dynamic_eval(prev_output_tokens, stream)
-        cache = stream is not None and stream.get("cache") and not features_only
-        # the cache's words live on the host: copied before the forward is queued, the
-        # copy waits for nothing but the batch's own upload
-        host_tokens = prev_output_tokens[0].cpu() if cache else None
+        batch continues, as the variable_bptt_lm task sets it. Without it, training
+        follows on from the previous batch and evaluation starts every batch from
+        zeros."""
         x, extra = self.extract_features(prev_output_tokens, incremental_state, stream)
-        if not features_only:
-            x = self.output_layer(x)
-            if cache:
-                extra["cache_log_probs"] = self.cache_pointer(stream, x, extra["raw_out"],
-                                                              host_tokens)
-        return x, extra
-
-    def dynamic_eval(self, tokens, stream):
-        """fairseq-eval-lm --dynamic-eval: the window's outputs with the weights as they
-        are, then one step on its loss (dynamic_eval.py); first, the gradient
-        statistics over the training batches that stream["dynamic_eval"] gives."""
-        settings = stream["dynamic_eval"]
-        plain = {k: v for k, v in stream.items() if k not in ("dynamic_eval", "target")}
-        with torch.enable_grad():
-            if stream["offset"] == 0:
-                self.dynamic = DynamicEval(self, settings["lr"], settings["lambda"],
-                                           settings["epsilon"])
-                offset = 0
-
-                def loss_of(source, target):
-                    nonlocal offset
-                    logits = self(source, stream={"name": "dynamic-eval-stats",
-                                                  "offset": offset, "commit": True})[0]
-                    offset += source.size(1)
-                    return mean_cross_entropy(logits, target)
-                self.dynamic.gradient_statistics(loss_of, settings["stats"](tokens.device))
-            logits, extra = self(tokens, stream=plain)
-            self.dynamic.step(mean_cross_entropy(logits, stream["target"]))
-        return logits.detach(), {k: v.detach() if torch.is_tensor(v) else v
-                                 for k, v in extra.items()}
-
-    def cache_pointer(self, stream, logits, raw, tokens):
-        """fairseq-eval-lm with --cache-window: the mixed log-probabilities of one
-        row (its tokens on the host), the cache carried along its stream
-        (cache_pointer.py)."""
-        if stream["offset"] == 0 or stream["name"] not in self.caches:
-            self.caches[stream["name"]] = CachePointer(**stream["cache"])
-        lprobs = F.log_softmax(logits[0].float(), dim=-1)
-        return self.caches[stream["name"]].log_probs(lprobs, raw[0], tokens)[None]
+        return (x if features_only else self.output_layer(x)), extra
 
     def extract_features(self, tokens, incremental_state=None, stream=None):
         # The state carried in: the stream's, or training's own; none for generation
         # (its state is in incremental_state) or evaluation without a stream.
-        name, offset = (stream["name"], stream["offset"]) if stream else ("train", None)
+        name, offset = (stream.name, stream.offset) if stream else (TRAIN_STREAM, None)
         carry = incremental_state is None and (stream is not None or self.training)
         state = self.carried.get(name, offset, tokens.size(0)) if carry else None
         raw, dropped, new_state = self.run_body(tokens, incremental_state, state)
-        if carry and (stream or {}).get("commit", True):
+        if carry and (stream is None or stream.commit):
             self.carried.put(name, offset, tokens.size(1), new_state)
         # (batch, time, features), the layout of fairseq's decoders.
         dropped, raw = dropped.transpose(0, 1), raw.transpose(0, 1)
@@ -145,12 +102,6 @@ class AWDLSTMModel(FairseqLanguageModel):
 
     def reset_state(self, stream: Optional[str] = None):
         self.decoder.reset_state(stream)
-
-    def get_normalized_probs(self, net_output, log_probs, sample=None):
-        mixed = net_output[1].get("cache_log_probs") if isinstance(net_output[1], dict) else None
-        if mixed is None:
-            return super().get_normalized_probs(net_output, log_probs, sample)
-        return mixed if log_probs else mixed.exp()
 
     def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
         self.upgrade_state_dict(state_dict)

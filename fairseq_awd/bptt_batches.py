@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from fairseq.data import FairseqDataset
 
+from .stream import Stream
+
 Window = Tuple[int, int]  # (offset, drawn length)
 
 
@@ -77,7 +79,7 @@ class BPTTBatches(FairseqDataset):
             "net_input": {
                 "src_tokens": source,
                 "src_lengths": torch.full((bsz,), seq_len, dtype=torch.long),
-                "stream": {"name": self.stream, "offset": offset, "commit": True},
+                "stream": Stream(self.stream, offset),
             },
             "target": self.rows[:, offset + 1 : offset + 1 + seq_len].contiguous(),
             "drawn_seq_len": drawn,

@@ -27,13 +27,12 @@ class DynamicEval:
         self.lr, self.lam, self.epsilon = lr, lam, epsilon
         self.rms = self.decay = self.start = None
 
-    def gradient_statistics(self, loss_of, batches: Iterable[Batch]):
-        """rms of each weight's gradient over `batches`, loss_of(source, target) being
-        the mean cross-entropy of a batch that carries its rows' state."""
+    def gradient_statistics(self, loss_of, batches: Iterable[tuple]):
+        """rms of each weight's gradient over `batches`, loss_of(*batch) being the
+        mean cross-entropy of a batch that carries its rows' state."""
         squares, n = [torch.zeros_like(p) for p in self.params], 0
-        for source, target in batches:
-            grads = torch.autograd.grad(loss_of(source, target), self.params,
-                                        materialize_grads=True)
+        for batch in batches:
+            grads = torch.autograd.grad(loss_of(*batch), self.params, materialize_grads=True)
             torch._foreach_addcmul_(squares, grads, grads)
             n += 1
         self.rms = [s.div_(max(n, 1)).sqrt_() for s in squares]

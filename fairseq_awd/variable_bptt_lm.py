@@ -8,7 +8,7 @@ split as `--valid-rows` rows with a state of its own, and fairseq-eval-lm reads
 the test split as one stream (`--batch-size` rows, default 1), so its perplexity
 is the paper's.
 """
-import inspect
+import dataclasses
 import logging
 import os
 import time
@@ -26,10 +26,11 @@ import torch
 
 from .bptt_batches import BPTTBatches, TokenStream, eval_windows, train_windows
 from .errors import fail
+from .evaluation import CacheSettings, DynamicEvalSettings, EvalLM
 from .safe_checkpoints import resume_from_intact
+from .stream import TRAIN_STREAM
 
 logger = logging.getLogger(__name__)
-TRAIN_STREAM = "train"
 
 
 @dataclass
@@ -129,13 +130,17 @@ class VariableBPTTLMTask(LanguageModelingTask):
         if resuming and self.cfg.distributed_rank == 0:
             resume_from_intact(self.cfg.save_dir)
         model = super().build_model(cfg, from_checkpoint)
-        decoder = getattr(model, "decoder", model)
-        if "stream" not in inspect.signature(decoder.forward).parameters:
+        if not getattr(getattr(model, "decoder", model), "carries_streams", False):
             fail("variable_bptt_lm carries the LSTM state inside the model: use --arch "
-                 "awd_lstm (or a decoder whose forward takes stream=)")
-        if self.cfg.cache_window and not hasattr(decoder, "cache_pointer"):
-            fail("--cache-window needs the last LSTM layer's outputs, which this model does "
-                 "not give: use an --arch awd_lstm checkpoint")
+                 "awd_lstm (or a decoder that declares carries_streams, awd_lstm.py)")
+        cfg = self.cfg
+        if from_checkpoint and cfg.cache_window:  # fairseq-eval-lm's extras (evaluation.py)
+            return EvalLM(model, cache=CacheSettings(cfg.cache_window, cfg.cache_theta,
+                                                     cfg.cache_lambda))
+        if from_checkpoint and cfg.dynamic_eval:
+            return EvalLM(model, dynamic=DynamicEvalSettings(
+                cfg.dynamic_eval_lr, cfg.dynamic_eval_lambda, cfg.dynamic_eval_epsilon,
+                self.stats_windows()))
         return model
 
     def load_dataset(self, split, epoch=1, combine=False, **kwargs):
@@ -230,21 +235,16 @@ class VariableBPTTLMTask(LanguageModelingTask):
                                   data_buffer_size,
                                   cfg.dynamic_eval_bptt if cfg.dynamic_eval else None)
         batches = itr.next_epoch_itr(shuffle=False)
-        if cfg.cache_window:
-            cache = {"window": cfg.cache_window, "theta": cfg.cache_theta,
-                     "lam": cfg.cache_lambda}
-            batches = (with_stream(b, cache=cache) for b in batches)
-        if cfg.dynamic_eval:
-            settings = {"lr": cfg.dynamic_eval_lr, "lambda": cfg.dynamic_eval_lambda,
-                        "epsilon": cfg.dynamic_eval_epsilon, "stats": self._stats_batches}
-            batches = (with_stream(b, dynamic_eval=settings, target=b["target"])
+        if cfg.dynamic_eval:  # the step after scoring a window needs its targets
+            batches = ({**b, "net_input": {**b["net_input"], "target": b["target"]}}
                        for b in batches)
         return iterators.CountingIterator(
             progress(batches, len(itr), cfg.log_interval), total=len(itr))
 
-    def _stats_batches(self, device):
+    def stats_windows(self):
         """Dynamic evaluation's gradient statistics: the training split as 100 rows
-        (Krause et al.'s batch), read in windows of --dynamic-eval-bptt."""
+        (Krause et al.'s batch), read in windows of --dynamic-eval-bptt (views of one
+        tensor on the host)."""
         cfg = self.cfg
         if cfg.train_subset not in self.datasets:
             self.load_dataset(cfg.train_subset)
@@ -252,23 +252,24 @@ class VariableBPTTLMTask(LanguageModelingTask):
         n_rows = min(100, len(stream) // (cfg.dynamic_eval_bptt + 1))
         rows, _ = stream.rows(n_rows, 0, 1)
         windows = eval_windows(rows.size(1), cfg.dynamic_eval_bptt)
-        for i, (offset, n) in enumerate(windows):
-            if 0 < cfg.dynamic_eval_stats_batches <= i:
-                return
+        if cfg.dynamic_eval_stats_batches > 0:
+            windows = windows[: cfg.dynamic_eval_stats_batches]
+        batches = []
+        for offset, n in windows:
             n = min(n, rows.size(1) - 1 - offset)
-            yield (rows[:, offset : offset + n].to(device),
-                   rows[:, offset + 1 : offset + 1 + n].to(device))
+            batches.append((rows[:, offset : offset + n], rows[:, offset + 1 : offset + 1 + n]))
+        return batches
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
         if not ignore_grad:
             self._scale_lr(optimizer, update_num, sample["drawn_seq_len"])
         # fairseq's dummy batch (OOM, empty rank) must not move the carried state.
-        sample = with_stream(sample, commit=not ignore_grad)
+        sample = with_commit(sample, not ignore_grad)
         return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
 
     def valid_step(self, sample, model, criterion):
-        if sample["net_input"]["stream"]["name"] == TRAIN_STREAM:
-            sample = with_stream(sample, commit=False)  # the dummy batch fairseq kept
+        if sample["net_input"]["stream"].name == TRAIN_STREAM:
+            sample = with_commit(sample, False)  # the dummy batch fairseq kept
         return super().valid_step(sample, model, criterion)
 
     def _scale_lr(self, optimizer, update_num, drawn):
@@ -299,8 +300,8 @@ def progress(batches, n_batches, every):
                         f"{tokens / (time.perf_counter() - start):,.0f} tokens/s")
 
 
-def with_stream(sample, **settings):
-    """The sample with settings added to its stream ("commit", "cache")."""
+def with_commit(sample, commit: bool):
+    """The sample with its stream's commit set (False: a dummy batch)."""
     net_input = sample["net_input"]
-    stream = {**net_input["stream"], **settings}
+    stream = dataclasses.replace(net_input["stream"], commit=commit)
     return {**sample, "net_input": {**net_input, "stream": stream}}

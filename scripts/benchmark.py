@@ -39,6 +39,11 @@ from fairseq.tasks.language_modeling import LanguageModelingConfig, LanguageMode
 from fairseq_awd.ar_tar_criterion import ARTARCrossEntropyCriterion
 from fairseq_awd.awd_lstm import AWDLSTMConfig, AWDLSTMDecoder, AWDLSTMModel
 from fairseq_awd.cache_pointer import CachePointer
+from fairseq_awd.evaluation import DynamicEvalSettings, EvalLM
+from fairseq_awd.stream import Stream
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from cache_oracle import one_hot_loop, per_token_cache  # noqa: E402  (the tests' oracle)
 
 REFERENCE_POINTER_BPTT = 5000  # the eval window of the reference's pointer.py
 SIZES = {  # embedding, hidden, vocabulary
@@ -109,7 +114,7 @@ class Trainer:
         for offset in range(0, stream.size(1) - 1, bptt):
             window = stream[:, offset : offset + bptt]
             if isinstance(self.model, AWDLSTMModel):
-                self.model(window, stream={"name": "bench", "offset": offset, "commit": True})
+                self.model(window, stream=Stream("bench", offset))
             else:
                 self.model(window)
         self.model.train()
@@ -211,37 +216,6 @@ def fairseq_commands(args, workdir: Path):
     return rows
 
 
-def per_token_cache(probs, h, tokens, window, theta, lam):
-    """The cache pointer one position at a time, written plainly: the target's
-    log-probability under (1 - lam) p_model + lam p_cache, the cache (outputs h of
-    the last `window` positions and the word after each) used once more than
-    `window` positions are behind. probs (N, V), h (N, d), tokens (N + 1,)."""
-    scores = []
-    for t in range(len(tokens) - 1):
-        p = probs[t]
-        if t > window:
-            keys, words = h[t - window : t], tokens[t - window + 1 : t + 1]
-            attn = (theta * (keys @ h[t])).softmax(0)
-            p = (1 - lam) * p + lam * torch.zeros_like(p).index_add_(0, words, attn)
-        scores.append(p[tokens[t + 1]].log())
-    return torch.stack(scores)
-
-
-def one_hot_loop(probs, h, tokens, window, theta, lam, positions):
-    """The reference's pointer.py method on `positions` (each past the window): the
-    window's next words as one-hot rows (window, V), weighted by the attention and
-    summed, one position at a time. Returns the targets' log-probabilities."""
-    first = positions[0] - window
-    next_words = F.one_hot(tokens[first + 1 : positions[-1] + 1], probs.size(1)).float()
-    scores = []
-    for t in positions:
-        history = next_words[t - window - first : t - first]
-        attn = (theta * (h[t - window : t] @ h[t])).softmax(0)
-        p = lam * (attn[:, None] * history).sum(0) + (1 - lam) * probs[t]
-        scores.append(p[tokens[t + 1]].log())
-    return torch.stack(scores)
-
-
 @torch.no_grad()
 def evaluation_extras_speed(args, task, window=3785, theta=0.6625, lam=0.1137):
     """The cache pointer's own work on one stream, tokens/s, from the same model
@@ -286,15 +260,14 @@ def evaluation_extras_speed(args, task, window=3785, theta=0.6625, lam=0.1137):
               "per_token_loop_tokens_per_s": round(n / timed(
                   lambda: per_token_cache(probs, h, tokens, window, theta, lam), args.device))}
     train = torch.randint(4, 400, (100, 20 * 5 + 1), device=args.device)
-    dynamic = {"lr": 5e-5, "lambda": 0.002, "epsilon": 2e-5, "stats": lambda device: (
-        (train[:, i : i + 5], train[:, i + 1 : i + 6]) for i in range(0, 100, 5))}
+    dynamic = EvalLM(model, dynamic=DynamicEvalSettings(5e-5, 0.002, 2e-5, [
+        (train[:, i : i + 5], train[:, i + 1 : i + 6]) for i in range(0, 100, 5)]))
 
     def dynamic_eval():
         for offset in range(0, n, 5):
             src = tokens[offset : offset + 5][: n - offset]
             target = tokens[offset + 1 : offset + 1 + len(src)]
-            model(src[None], stream={"name": "bench-dyn", "offset": offset, "commit": True,
-                                     "dynamic_eval": dynamic, "target": target[None]})
+            dynamic(src[None], stream=Stream("bench-dyn", offset), target=target[None])
     speeds["dynamic_eval_tokens_per_s"] = round(n / timed(dynamic_eval, args.device))
     return speeds
 

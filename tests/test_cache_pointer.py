@@ -1,18 +1,16 @@
 """The neural cache pointer against a per-token loop written plainly, and the
 reference's pointer.py method (one-hot history, scripts/benchmark.py's baseline)
 against that loop."""
-import sys
-
 import pytest
 import torch
 
 from fairseq_awd.awd_lstm import AWDLSTMConfig, AWDLSTMDecoder, AWDLSTMModel
 from fairseq_awd.cache_pointer import CachePointer
+from fairseq_awd.evaluation import CacheSettings, EvalLM
+from fairseq_awd.stream import Stream
 
-from conftest import ROOT, small_dictionary
-
-sys.path.insert(0, str(ROOT / "scripts"))
-from benchmark import one_hot_loop, per_token_cache  # noqa: E402
+from cache_oracle import one_hot_loop, per_token_cache
+from conftest import small_dictionary
 
 WINDOW, THETA, LAM, BPTT = 7, 0.8, 0.3, 10
 
@@ -25,14 +23,13 @@ def decoder():
 def cached_scores(model, tokens, window=WINDOW):
     """Log-probability of each next token as fairseq-eval-lm gets it: windows of BPTT,
     the state and the cache carried along the stream."""
-    cache = {"window": window, "theta": THETA, "lam": LAM}
+    evaluator = EvalLM(model, cache=CacheSettings(window, THETA, LAM))
     scores = []
     with torch.no_grad():
         for offset in range(0, len(tokens) - 1, BPTT):
             src = tokens[offset : offset + BPTT][: len(tokens) - 1 - offset]
-            stream = {"name": "test", "offset": offset, "commit": True, "cache": cache}
-            out = model(src[None], stream=stream)
-            lprobs = model.get_normalized_probs(out, log_probs=True)[0]  # what the scorer reads
+            out = evaluator(src[None], stream=Stream("test", offset))
+            lprobs = evaluator.get_normalized_probs(out, log_probs=True)[0]  # the scorer's
             target = tokens[offset + 1 : offset + 1 + len(src)]
             scores.append(lprobs.gather(1, target[:, None])[:, 0])
     return torch.cat(scores)

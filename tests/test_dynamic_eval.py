@@ -6,6 +6,8 @@ import torch
 
 from fairseq_awd.awd_lstm import AWDLSTMConfig, AWDLSTMDecoder, AWDLSTMModel
 from fairseq_awd.dynamic_eval import DynamicEval
+from fairseq_awd.evaluation import DynamicEvalSettings, EvalLM
+from fairseq_awd.stream import Stream
 
 from conftest import small_dictionary
 
@@ -41,20 +43,18 @@ def test_the_update_is_krauses_rms_rule_with_decay():
 
 def scores(model, tokens, train):
     """Target log-probabilities as fairseq-eval-lm gets them with --dynamic-eval."""
-    def stats(device):
-        rows = train.view(4, -1)
-        for offset in range(0, rows.size(1) - 1, BPTT):
-            n = min(BPTT, rows.size(1) - 1 - offset)
-            yield rows[:, offset : offset + n], rows[:, offset + 1 : offset + 1 + n]
-    settings = {"lr": LR, "lambda": LAM, "epsilon": EPS, "stats": stats}
+    rows, stats = train.view(4, -1), []
+    for offset in range(0, rows.size(1) - 1, BPTT):
+        n = min(BPTT, rows.size(1) - 1 - offset)
+        stats.append((rows[:, offset : offset + n], rows[:, offset + 1 : offset + 1 + n]))
+    evaluator = EvalLM(model, dynamic=DynamicEvalSettings(LR, LAM, EPS, stats))
     out = []
     with torch.no_grad():  # as fairseq's SequenceScorer
         for offset in range(0, len(tokens) - 1, BPTT):
             n = min(BPTT, len(tokens) - 1 - offset)
             src, target = tokens[offset : offset + n][None], tokens[offset + 1 : offset + 1 + n][None]
-            stream = {"name": "test", "offset": offset, "commit": True,
-                      "dynamic_eval": settings, "target": target}
-            lprobs = model.get_normalized_probs(model(src, stream=stream), log_probs=True)
+            out_t = evaluator(src, stream=Stream("test", offset), target=target)
+            lprobs = evaluator.get_normalized_probs(out_t, log_probs=True)
             out.append(lprobs[0].gather(1, target[0][:, None])[:, 0])
     return torch.cat(out)
 

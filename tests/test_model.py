@@ -5,6 +5,7 @@ from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
 from fairseq_awd.awd_lstm import AWDLSTMConfig, AWDLSTMDecoder
 from fairseq_awd.awd_lstm_body import check_config
+from fairseq_awd.stream import Stream
 
 from conftest import small_dictionary
 
@@ -80,7 +81,7 @@ def test_incremental_decoding_equals_full_forward():
 
 
 def stream(offset, commit=True, name="valid"):
-    return {"name": name, "offset": offset, "commit": commit}
+    return Stream(name, offset, commit)
 
 
 def test_state_is_carried_within_a_stream():

@@ -48,8 +48,8 @@ def test_training_rows_are_contiguous_and_read_in_order(data_bin):
     for prev, cur in zip(got, got[1:]):
         # batch i+1 continues batch i in every row
         assert torch.equal(cur["net_input"]["src_tokens"][:, 0], prev["target"][:, -1])
-        assert cur["net_input"]["stream"]["offset"] == (
-            prev["net_input"]["stream"]["offset"] + prev["net_input"]["src_tokens"].size(1))
+        assert cur["net_input"]["stream"].offset == (
+            prev["net_input"]["stream"].offset + prev["net_input"]["src_tokens"].size(1))
     source = torch.cat([b["net_input"]["src_tokens"] for b in got], 1)
     target = torch.cat([b["target"] for b in got], 1)
     for r in range(4):
@@ -68,7 +68,7 @@ def test_validation_reads_its_own_rows_with_fixed_bptt(data_bin):
     got = batches(task, "valid", max_sentences=4)  # --batch-size does not apply
     assert {b["net_input"]["src_tokens"].size(0) for b in got} == {10}
     assert [b["net_input"]["src_tokens"].size(1) for b in got[:-1]] == [20] * (len(got) - 1)
-    assert {b["net_input"]["stream"]["name"] for b in got} == {"eval:valid"}
+    assert {b["net_input"]["stream"].name for b in got} == {"eval:valid"}
 
 
 def test_two_ranks_read_disjoint_rows_with_the_same_lengths(data_bin):
