@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from fairseq import metrics
+from fairseq import metrics, utils
 from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss
 from fairseq.dataclass import FairseqDataclass
@@ -119,7 +119,8 @@ class ARTARCrossEntropyCriterion(FairseqCriterion):
             ppl_of = "nll_loss"
             metrics.log_scalar("nll_loss", total["nll_loss"] / sample_size / math.log(2),
                                sample_size, round=3)
-        metrics.log_derived("ppl", lambda meters: 2 ** meters[ppl_of].avg)
+        # fairseq's helper: inf, not an OverflowError, once a diverging loss passes 1024 bits
+        metrics.log_derived("ppl", lambda meters: utils.get_perplexity(meters[ppl_of].avg))
 
     @staticmethod
     def logging_outputs_can_be_summed() -> bool:

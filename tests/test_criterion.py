@@ -170,3 +170,14 @@ def test_metrics_are_reduced_on_the_host_from_one_copy():
     with metrics.aggregate(new_root=True), torch.profiler.profile() as prof:
         ARTARCrossEntropyCriterion.reduce_metrics(logs[:1])
     assert "aten::add" not in [e.name for e in prof.events()]  # one output: nothing to add
+
+
+def test_a_diverging_loss_logs_an_infinite_perplexity_as_fairseqs_criterions_do():
+    """A loss past 1024 bits: fairseq's get_perplexity gives inf where 2 ** loss raised
+    OverflowError from the logging code; the run goes on as it would under fairseq's
+    own cross_entropy (fairseq stops a run only for inf/nan gradients)."""
+    logs = [{"loss": torch.tensor(1e6), "ar": torch.tensor(0.0), "tar": torch.tensor(0.0),
+             "sample_size": 10}]
+    with metrics.aggregate(new_root=True) as agg:
+        ARTARCrossEntropyCriterion.reduce_metrics(logs)
+        assert agg.get_smoothed_values()["ppl"] == float("inf")
