@@ -1,4 +1,5 @@
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +40,39 @@ def run_two_ranks(cmd, port, cwd):
     if [p.returncode for p in procs] != [0, 0]:
         pytest.fail(logs[0][-3000:] + logs[1][-3000:])
     return logs
+
+
+def valid_losses(log):
+    """The validation losses fairseq-train logged, in order (never none: a log line
+    that stopped matching must not make two lists equal by being empty)."""
+    losses = [float(x) for x in re.findall(r"valid on 'valid' subset \| loss ([\d.]+)", log)]
+    if not losses:
+        pytest.fail(f"no validation loss in the log:\n{log[-3000:]}")
+    return losses
+
+
+def perplexity(out):
+    """The perplexity fairseq-eval-lm printed."""
+    found = re.search(r"Perplexity: ([\d.]+)", out)
+    if found is None:
+        pytest.fail(f"no perplexity in the output:\n{out[-3000:]}")
+    return float(found.group(1))
+
+
+def params_and_state(path):
+    """A checkpoint's floating-point parameters, the optimizer state of each, in
+    order (nt_asgd keeps the average in 'ax', the raw weights in 'raw'), and the
+    checkpoint."""
+    ckpt = torch.load(path)  # torch's default weights_only loader
+    params = [v for v in ckpt["model"].values() if v.is_floating_point()]
+    state = ckpt["last_optimizer_state"]["state"]
+    return params, [state[i] for i in range(len(params))], ckpt
+
+
+def holds_the_average(path, dtype=torch.float32):
+    """The checkpoint's model is NT-ASGD's average (rounded to the model's dtype)."""
+    params, state, _ = params_and_state(path)
+    return all(torch.equal(p, s["ax"].to(dtype).float()) for p, s in zip(params, state))
 
 
 def small_dictionary(n=50):

@@ -11,7 +11,7 @@ import pytest
 
 from fairseq_awd.ablate import RECIPES, ROWS, applies, row_flags
 
-from conftest import ENV, ROOT, run
+from conftest import ENV, ROOT, perplexity, run
 
 BASE = ["--task", "variable_bptt_lm", "--bptt", "20", "--batch-size", "4", "--arch", "awd_lstm",
         "--decoder-embed-dim", "16", "--decoder-hidden-size", "24", "--decoder-layers", "2",
@@ -61,7 +61,7 @@ def test_two_rows_end_to_end_and_resume(data_bin, tmp_path):
         logs = tmp_path / "ab" / row / "seed141"
         valid = min(float(p) for p in re.findall(r"valid on 'valid' subset \|.*? ppl ([\d.]+)",
                                                  (logs / "train.log").read_text()))
-        test = float(re.search(r"Perplexity: ([\d.]+)", (logs / "eval.log").read_text()).group(1))
+        test = perplexity((logs / "eval.log").read_text())
         full_test = full_test or test
         assert f"| {row} | {valid:.2f} | {test:.2f} | {test - full_test:+.2f} |" in table
         assert (logs / "command.sh").read_text().startswith("fairseq-train ")

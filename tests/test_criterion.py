@@ -164,7 +164,7 @@ def test_metrics_are_reduced_on_the_host_from_one_copy():
     assert all(type(m.sum) is float for m in meters)
     assert values["loss"] == round(8 / 8 / math.log(2), 3)
     assert values["ar"] == 0.25 and values["tar"] == 0.125
-    assert values["ppl"] == pytest.approx(2 ** (6 / 8 / math.log(2)), rel=1e-3)
+    assert values["ppl"] == round(2 ** (6 / 8 / math.log(2)), 2)  # as fairseq rounds it
     assert [e.name for e in prof.events()].count("aten::stack") == 1
     assert [e.name for e in prof.events()].count("aten::add") == 4  # one sum per key
     with metrics.aggregate(new_root=True), torch.profiler.profile() as prof:

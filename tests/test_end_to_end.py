@@ -7,7 +7,7 @@ import torch
 
 from fairseq_awd.awd_lstm import AWDLSTMModel
 
-from conftest import ROOT, USER_DIR, run, run_two_ranks
+from conftest import ROOT, USER_DIR, perplexity, run, run_two_ranks, valid_losses
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,7 @@ def test_train_eval_lm_and_hub_on_language_modeling(data_bin, tmp_path):
     out = run(sys.executable, "-m", "fairseq_cli.eval_lm", str(data_bin), "--user-dir", USER_DIR,
               "--path", str(tmp_path / "ck" / "checkpoint_best.pt"), "--cpu",
               "--tokens-per-sample", "35", "--batch-size", "4", cwd=tmp_path)
-    ppl = float(re.search(r"Perplexity: ([\d.]+)", out).group(1))
+    ppl = perplexity(out)
     # 40 updates learn the unigram distribution: far below uniform, far above 1.
     assert 20 < ppl < v / 4, (ppl, v)
     # checkpoints hold plain values only: torch's default (weights_only) loader reads them
@@ -56,10 +56,6 @@ def train(data_bin, save_dir, *flags):
                *TINY_MODEL, *TASK, "--save-dir", str(save_dir), *flags, cwd=save_dir.parent)
 
 
-def valid_losses(log):
-    return re.findall(r"valid on 'valid' subset \| loss ([\d.]+)", log)
-
-
 @pytest.fixture(scope="module")
 def trained(data_bin, tmp_path_factory):
     save_dir = tmp_path_factory.mktemp("bptt") / "ck"
@@ -74,7 +70,7 @@ def test_eval_lm_scores_the_test_split_as_one_stream(data_bin, trained):
     out = run(sys.executable, "-m", "fairseq_cli.eval_lm", str(data_bin), "--user-dir", USER_DIR,
               "--task", "variable_bptt_lm", "--bptt", "20", "--log-interval", "100",
               "--path", str(save_dir / "checkpoint_best.pt"), "--cpu", cwd=save_dir)
-    ppl = float(re.search(r"Perplexity: ([\d.]+)", out).group(1))
+    ppl = perplexity(out)
     # progress while one stream is scored: a line every 100 windows (of 20 tokens)
     windows = re.findall(r"eval-lm: window ([\d,]+) of [\d,]+, ([\d,]+) tokens", out)
     assert [w for w, _ in windows][:2] == ["100", "200"], out[-2000:]
@@ -105,7 +101,7 @@ def test_eval_lm_with_the_cache_pointer_dynamic_evaluation_and_cache_tuning(data
         out = run(sys.executable, "-m", "fairseq_cli.eval_lm", str(data_bin), "--user-dir",
                   USER_DIR, "--task", "variable_bptt_lm", "--path", ckpt, "--cpu", *flags,
                   cwd=save_dir)
-        return float(re.search(r"Perplexity: ([\d.]+)", out).group(1))
+        return perplexity(out)
     # a barely trained model: the cache of recent words and dynamic evaluation help a lot
     base = ppl()
     assert ppl("--cache-window", "100", "--cache-lambda", "0.1") < 0.95 * base

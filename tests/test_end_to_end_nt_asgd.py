@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from conftest import ENV, USER_DIR, run
+from conftest import ENV, USER_DIR, holds_the_average, params_and_state, run, valid_losses
 
 pytestmark = pytest.mark.slow
 
@@ -24,17 +24,6 @@ def train(data_bin, save_dir, *flags):
                "--save-dir", str(save_dir), *flags, cwd=save_dir.parent)
 
 
-def valid_losses(log):
-    return re.findall(r"valid on 'valid' subset \| loss ([\d.]+)", log)
-
-
-def params_and_state(path):
-    ckpt = torch.load(path)  # torch's default weights_only loader
-    params = [v for v in ckpt["model"].values() if v.is_floating_point()]
-    state = ckpt["last_optimizer_state"]["state"]
-    return params, [state[i] for i in range(len(params))], ckpt
-
-
 @pytest.fixture(scope="module")
 def switched(data_bin, tmp_path_factory):
     save_dir = tmp_path_factory.mktemp("ntasgd") / "ck"
@@ -46,12 +35,12 @@ def test_switch_and_averaged_validation_and_checkpoints(data_bin, switched):
     # the second validation (the first worse than the best, with --nonmono 0) switches
     switches = re.findall(r"NT-ASGD: switching to averaged SGD from the next update "
                           r"\(validation loss ([\d.]+)\)", log)
-    losses = [float(x) for x in valid_losses(log)]
+    losses = valid_losses(log)
     assert len(switches) == 1 and losses[1] > losses[0]
     assert float(switches[0]) == pytest.approx(losses[1], abs=6e-4)
     params, state, ckpt = params_and_state(save_dir / "checkpoint_last.pt")
     # the checkpoint's model is the average; the raw weights wait in the optimizer
-    assert all(torch.equal(p, s["ax"]) for p, s in zip(params, state))
+    assert holds_the_average(save_dir / "checkpoint_last.pt")
     assert not all(torch.equal(p, s["raw"]) for p, s in zip(params, state))
     # eval-lm on the validation split read as 10 rows reproduces the logged validation
     # loss: validation ran on the same (averaged) weights
@@ -60,7 +49,7 @@ def test_switch_and_averaged_validation_and_checkpoints(data_bin, switched):
               "--batch-size", "10", "--path", str(save_dir / "checkpoint_last.pt"), "--cpu",
               cwd=save_dir)
     loss = float(re.search(r"Loss \(base 2\): ([\d.]+)", out).group(1))
-    assert loss == pytest.approx(float(valid_losses(log)[-1]), abs=6e-4)
+    assert loss == pytest.approx(valid_losses(log)[-1], abs=6e-4)
 
 
 def test_resume_after_the_switch_is_bit_identical(data_bin, switched, tmp_path):
@@ -91,7 +80,7 @@ def test_finetune_stops_by_the_nonmono_rule(data_bin, switched, tmp_path):
                 "--weight-drop", "0")
     assert "NT-ASGD finetune: validation stopped improving" in log
     assert "stopping training because current learning rate (0.0)" in log
-    losses = [float(x) for x in valid_losses(log)]
+    losses = valid_losses(log)
     assert len(losses) < 40 and losses[-1] > min(losses[:-2])
 
 
@@ -107,7 +96,7 @@ def test_amp_and_fp16_train_with_nt_asgd(data_bin, switched, tmp_path):
     # the average is kept in fp32; the fp16 model ran with it rounded (fairseq saves
     # the fp16 weights cast back to fp32)
     assert state[0]["ax"].dtype == torch.float32
-    assert all(torch.equal(p, s["ax"].half().float()) for p, s in zip(params, state))
+    assert holds_the_average(tmp_path / "fp16" / "checkpoint_last.pt", torch.half)
     assert not all(torch.equal(p, s["ax"]) for p, s in zip(params, state))
 
 
@@ -117,16 +106,15 @@ def test_nt_asgd_under_fairseqs_language_modeling_task(data_bin, tmp_path):
               "--save-dir", str(tmp_path / "ck"), "--nonmono", "0", "--max-epoch", "4",
               cwd=tmp_path)
     assert "NT-ASGD: switching to averaged SGD" in log
-    params, state, _ = params_and_state(tmp_path / "ck" / "checkpoint_last.pt")
-    assert all(torch.equal(p, s["ax"]) for p, s in zip(params, state))
+    assert holds_the_average(tmp_path / "ck" / "checkpoint_last.pt")
     # the last validation ran on the average: eval-lm on the validation blocks comes
     # within 2e-3 of it (its scorer differs from validation's by ~1e-3 here), and
     # much nearer than with the raw weights put back into the same checkpoint
-    ckpt = torch.load(tmp_path / "ck" / "checkpoint_last.pt")
+    _, state, ckpt = params_and_state(tmp_path / "ck" / "checkpoint_last.pt")
     for key, s in zip([k for k, v in ckpt["model"].items() if v.is_floating_point()], state):
         ckpt["model"][key] = s["raw"]
     torch.save(ckpt, tmp_path / "raw.pt")
-    logged = float(valid_losses(log)[-1])
+    logged = valid_losses(log)[-1]
     gaps = []
     for path in (tmp_path / "ck" / "checkpoint_last.pt", tmp_path / "raw.pt"):
         out = run(sys.executable, "-m", "fairseq_cli.eval_lm", str(data_bin), "--user-dir",

@@ -113,10 +113,12 @@ def test_training_state_is_separate_from_validation_and_reset_on_new_batch_size(
     d(tokens[:, :6], stream=stream(0))  # a validation in between
     d.train()
     assert torch.allclose(d(tokens[:, 6:])[0], carried, atol=1e-6)
-    other = torch.randint(4, 50, (3, 6))  # a new batch size starts from zeros
+    other = torch.randint(4, 50, (3, 6))
     d.reset_state()
-    first, _ = d(other)
+    first, _ = d(other)  # from zeros
     d(tokens[:, :6])
+    assert torch.equal(d(other)[0], first)  # a new batch size starts from zeros, unreset
+    d(other)
     d.reset_state("train")
     assert torch.equal(d(other)[0], first)
 
