@@ -13,6 +13,7 @@ from fairseq.models import FairseqLanguageModel, register_model, register_model_
 
 from .awd_lstm_body import AWDBodyConfig, AWDLSTMBody, BodyDecoder, check_config, embedding
 from .carried_state import CarriedState
+from .checkpoint_settings import check_settings
 from .dictionary_fingerprint import check_dictionaries, dictionary_path
 from .nt_asgd import follow_validation
 from .stream import TRAIN_STREAM, Stream
@@ -105,6 +106,7 @@ class AWDLSTMModel(FairseqLanguageModel):
 
     def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
         self.upgrade_state_dict(state_dict)
+        check_settings(self, state_dict, model_cfg)
         check_dictionaries(self, state_dict)
         return super().load_state_dict(state_dict, strict, model_cfg, args)
 

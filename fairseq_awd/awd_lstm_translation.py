@@ -22,6 +22,7 @@ from fairseq.models import FairseqEncoder, FairseqEncoderDecoderModel, register_
 from torch import nn
 
 from .awd_lstm_body import AWDBodyConfig, AWDLSTMBody, BodyDecoder, check_config, embedding
+from .checkpoint_settings import check_settings
 from .dictionary_fingerprint import check_dictionaries, dictionary_path
 from .errors import fail
 from .nt_asgd import follow_validation
@@ -218,5 +219,6 @@ class AWDLSTMTranslationModel(FairseqEncoderDecoderModel):
         return follow_validation(cls(encoder, decoder))
 
     def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
+        check_settings(self, state_dict, model_cfg)
         check_dictionaries(self, state_dict)
         return super().load_state_dict(state_dict, strict, model_cfg, args)

@@ -56,6 +56,14 @@ def bad(tmp_path_factory):
     run(sys.executable, "-m", "fairseq_cli.preprocess", "-s", "de", "-t", "en", "--trainpref",
         "de_en/train", "--validpref", "de_en/valid", "--destdir", "de_en/bin", "--workers", "1",
         cwd=tmp)
+    other = tmp / "other"  # a save-dir holding the checkpoint of a model of other sizes
+    other.mkdir()
+    shutil.copyfile(ckpt, other / "checkpoint_last.pt")
+    bad_dict = tmp / "bad_dict"
+    shutil.copytree(good, bad_dict)
+    words = (bad_dict / "dict.txt").read_text().splitlines(keepends=True)
+    words[2] = "garbage_without_count\n"
+    (bad_dict / "dict.txt").write_text("".join(words))
     damaged = {}
     for name, size in (("empty", 0), ("half", ckpt.stat().st_size // 2)):
         damaged[name] = tmp / f"{name}.pt"
@@ -64,6 +72,7 @@ def bad(tmp_path_factory):
             f.truncate(size)
     return SimpleNamespace(
         tmp=tmp, good=good, de_en=de_en / "bin", latin1=latin1, ckpt=ckpt, damaged=damaged,
+        other=other, bad_dict=bad_dict,
         permuted=preprocess("permuted", tmp, text, "--srcdict", "permuted.dict.txt"),
         no_test=preprocess("no_test", tmp, {"train": text["train"], "valid": text["valid"]}),
         smaller=preprocess("smaller", tmp, {"train": "a b c d\n" * 20, "test": "a b\n"}),
@@ -139,6 +148,17 @@ CASES = {
     "the hub with another dictionary": (
         lambda b: hub(b.ckpt, b.permuted),
         "{b.ckpt} was trained with another dictionary than {b.permuted}/dict.txt"),
+    "a save-dir of a model of other sizes": (
+        lambda b: train(b.good, "--decoder-hidden-size", "32", "--save-dir", str(b.other)),
+        "{b.other}/checkpoint_last.pt holds another model (decoder_hidden_size: checkpoint 24, "
+        "command 32): train this one with another --save-dir, or start it from a checkpoint "
+        "of its own settings with --restore-file PATH --reset-optimizer --reset-dataloader "
+        "--reset-meters"),
+    "a malformed dictionary line": (
+        lambda b: train(b.bad_dict),
+        "{b.bad_dict}/dict.txt line 3 is not '<word> <count>' ('garbage_without_count'): each "
+        "line is '<word> <count>' as fairseq-preprocess writes it; rebuild the data-bin with "
+        "fairseq-preprocess"),
     "--tokens-per-sample": (lambda b: train(b.good, "--tokens-per-sample", "35"),
                             "--tokens-per-sample is language_modeling's block size"),
     "--context-window": (lambda b: eval_lm(b.good, b.ckpt, "--context-window", "5"),
