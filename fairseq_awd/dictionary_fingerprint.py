@@ -9,10 +9,12 @@ compares it with the data's dictionary. Checkpoints written before the fingerpri
 existed are checked by size only.
 """
 import hashlib
+import io
 import os
 from typing import Optional
 
 import torch
+from fairseq.data import Dictionary
 from torch import nn
 
 from . import safe_checkpoints
@@ -28,6 +30,29 @@ def dictionary_path(task, side: Optional[str] = None) -> str:
     data = (getattr(cfg, "data", None) or ".").split(os.pathsep)[0]
     lang = getattr(cfg, side, None) if side else None
     return os.path.join(data, f"dict.{lang}.txt" if lang else "dict.txt")
+
+
+def load_dictionary(path: str) -> Dictionary:
+    """fairseq's Dictionary.load; a malformed line (fairseq names neither the file nor
+    the line) ends with one line that does."""
+    try:
+        return Dictionary.load(path)
+    except (ValueError, RuntimeError):
+        replay = Dictionary()  # fairseq's own parser, a line at a time, finds which
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                try:
+                    replay.add_from_file(io.StringIO(line))
+                except ValueError:
+                    why = "not '<word> <count>'"
+                except RuntimeError:
+                    why = "a word listed before"
+                else:
+                    continue
+                fail(f"{path} line {number} is {why} ({line.strip()[:60]!r}): each line is "
+                     "'<word> <count>' as fairseq-preprocess writes it; rebuild the data-bin "
+                     "with fairseq-preprocess")
+        raise
 
 
 def fingerprint(dictionary) -> torch.Tensor:

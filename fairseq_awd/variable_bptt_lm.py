@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from fairseq.data import Dictionary, data_utils, iterators
+from fairseq.data import data_utils, iterators
 from fairseq.dataclass import FairseqDataclass
 from fairseq.tasks import register_task
 from fairseq.tasks.language_modeling import LanguageModelingTask
@@ -25,6 +25,7 @@ from omegaconf import II
 import torch
 
 from .bptt_batches import BPTTBatches, TokenStream, eval_windows, train_windows
+from .dictionary_fingerprint import load_dictionary
 from .errors import fail
 from .evaluation import CacheSettings, DynamicEvalSettings, EvalLM
 from .safe_checkpoints import resume_from_intact
@@ -123,7 +124,7 @@ class VariableBPTTLMTask(LanguageModelingTask):
         if not os.path.exists(path):
             fail(f"no {path}: point the task at a data-bin made by "
                  "fairseq-preprocess --only-source")
-        return cls(cfg, Dictionary.load(path))
+        return cls(cfg, load_dictionary(path))
 
     def build_model(self, cfg, from_checkpoint=False):
         resuming = not from_checkpoint and self.cfg.restore_file == "checkpoint_last.pt"
