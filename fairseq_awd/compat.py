@@ -52,6 +52,19 @@ def install():
     copy.atomic = True
     PathManager.copy = staticmethod(copy)
 
+    # Without it: a full disk while fairseq saves a checkpoint leaves checkpointN.pt.tmp
+    # behind after three retries, a logged traceback and another uncaught. Local files
+    # are saved through the copies' atomic write, which ends the run with one line;
+    # asynchronous and remote saves stay fairseq's.
+    fairseq_save = checkpoint_utils.torch_persistent_save
+
+    def torch_persistent_save(obj, filename, async_write: bool = False):
+        if async_write or PathManager.path_requires_pathmanager(filename):
+            return fairseq_save(obj, filename, async_write)
+        safe_checkpoints.atomic_save(obj, filename)
+
+    checkpoint_utils.torch_persistent_save = torch_persistent_save
+
     # Without it: eval-lm, generate, the hub and a resume die in torch's unpickler on
     # a cut-short checkpoint; with it they end with one line naming the file.
     fairseq_load = checkpoint_utils.load_checkpoint_to_cpu

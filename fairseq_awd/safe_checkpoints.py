@@ -14,12 +14,15 @@ least it takes, with these:
 A checkpoint_last.pt damaged otherwise (a full disk, a copy cut short) is replaced
 at the start of training by the newest intact checkpoint (`resume_from_intact`).
 """
+import errno
 import glob
 import logging
 import os
 import shutil
 import zipfile
 from typing import Optional
+
+import torch
 
 from .errors import fail
 
@@ -44,10 +47,35 @@ def corruption(path: str) -> Optional[str]:
     return f"member {bad} fails its CRC check" if bad else None
 
 
+def atomic_write(write, path: str):
+    """write(tmp) then a rename: `path` is the old file or the new one, never a part.
+    A full disk leaves no .tmp behind and ends the run with one line; the
+    checkpoints already on disk stay as they were."""
+    tmp = f"{path}.tmp"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        if e.errno != errno.ENOSPC:
+            raise
+        save_dir = os.path.dirname(os.path.abspath(path))
+        newest = newest_intact(save_dir)
+        fail(f"no space left on the device writing {path} ({shutil.disk_usage(save_dir).free:,} "
+             f"bytes free in {save_dir}): free some, or give --save-dir a disk with room, "
+             "and rerun the same command: it resumes from "
+             + (newest or "the start (no checkpoint was written)"))
+
+
 def atomic_copy(src_path: str, dst_path: str):
-    tmp = f"{dst_path}.tmp"
-    shutil.copyfile(src_path, tmp)
-    os.replace(tmp, dst_path)
+    atomic_write(lambda tmp: shutil.copyfile(src_path, tmp), dst_path)
+
+
+def atomic_save(obj, path: str):
+    """torch.save through atomic_write: fairseq's own save retries a failed write
+    three times and logs a traceback."""
+    atomic_write(lambda tmp: torch.save(obj, tmp), path)
 
 
 def check_loadable(path: str):
@@ -63,6 +91,16 @@ def check_loadable(path: str):
     loading = path
 
 
+def newest_first(save_dir: str):
+    last = os.path.join(save_dir, "checkpoint_last.pt")
+    return sorted(glob.glob(os.path.join(save_dir, "checkpoint*.pt")),
+                  key=lambda p: (os.path.getmtime(p), p == last), reverse=True)
+
+
+def newest_intact(save_dir: str) -> Optional[str]:
+    return next((p for p in newest_first(save_dir) if not corruption(p)), None)
+
+
 def resume_from_intact(save_dir: str):
     """Before a training run resumes: checkpoint_last.pt becomes the newest intact
     checkpoint*.pt of `save_dir` (by modification time) when it is damaged, missing
@@ -70,10 +108,9 @@ def resume_from_intact(save_dir: str):
     line saying which file was skipped and why. With none intact, a damaged
     checkpoint_last.pt is moved aside and training starts from scratch."""
     last = os.path.join(save_dir, "checkpoint_last.pt")
-    newest_first = sorted(glob.glob(os.path.join(save_dir, "checkpoint*.pt")),
-                          key=lambda p: (os.path.getmtime(p), p == last), reverse=True)
+    candidates = newest_first(save_dir)
     skipped = []
-    for path in newest_first:
+    for path in candidates:
         problem = corruption(path)
         if problem:
             skipped.append(f"{path} ({problem})")
@@ -81,9 +118,9 @@ def resume_from_intact(save_dir: str):
         if path != last:
             atomic_copy(path, last)
         if path != last or skipped:
-            why = "; ".join(skipped) or (f"{last} (older than {path}: a run killed while "
-                                         "saving)" if last in newest_first else
-                                         f"{last} (missing: a run killed while saving)")
+            why = "; ".join(skipped) or (f"{last} (older than {path}: a run stopped while "
+                                         "saving)" if last in candidates else
+                                         f"{last} (missing: a run stopped while saving)")
             logger.warning(f"fairseq-awd: skipped {why}: resuming from {path}")
         return
     if os.path.exists(last):

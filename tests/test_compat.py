@@ -25,3 +25,29 @@ def test_the_atomic_copy_honours_overwrite(tmp_path):
     assert dst.read_bytes() == b"new"
     assert PathManager.copy(str(src), str(tmp_path / "fresh.pt")) is True
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fresh.pt", "new.pt", "old.pt"]
+
+
+def test_a_full_disk_leaves_no_tmp_and_ends_in_one_line(tmp_path):
+    import errno
+    import pytest
+    from fairseq_awd import safe_checkpoints
+
+    old = tmp_path / "checkpoint_best.pt"
+    old.write_bytes(b"old")  # not a zip archive: a legacy checkpoint, left to torch
+
+    def half_then_full(tmp):
+        with open(tmp, "wb") as f:
+            f.write(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    with pytest.raises(SystemExit, match=rf"fairseq-awd: no space left on the device writing "
+                                         rf"{old} \([\d,]+ bytes free in {tmp_path}\).* it "
+                                         rf"resumes from {old}$"):
+        safe_checkpoints.atomic_write(half_then_full, str(old))
+    assert old.read_bytes() == b"old" and not (tmp_path / "checkpoint_best.pt.tmp").exists()
+
+    def unreadable(tmp):
+        open(tmp, "wb").close()
+        raise PermissionError(errno.EACCES, "Permission denied")
+    with pytest.raises(PermissionError):  # not a full disk: fairseq's error, no .tmp left
+        safe_checkpoints.atomic_write(unreadable, str(old))
+    assert not (tmp_path / "checkpoint_best.pt.tmp").exists()

@@ -120,3 +120,33 @@ def test_no_intact_checkpoint_starts_from_scratch(data_bin, tmp_path):
     assert "no intact checkpoint in" in log and "training starts from scratch" in log
     assert (save_dir / "checkpoint_last.pt.corrupt").exists()
     assert num_updates(save_dir / "checkpoint_last.pt") == 2
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MB tmpfs (skipped where the test may not mount one)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+                      capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_full_disk_ends_in_one_line_and_the_rerun_resumes(data_bin, tmp_path, small_disk):
+    # 700 KB checkpoints on a 1 MB disk: the first fits, copying it to _best does not
+    cmd = command(data_bin, small_disk, 40, "--decoder-embed-dim", "32", "--save-interval-updates",
+                  "20")
+    proc = subprocess.run(cmd, env=ENV, cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode != 0 and "Traceback" not in proc.stdout + proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(rf"fairseq-awd: no space left on the device writing {small_disk}/"
+                        rf"checkpoint_\w+\.pt \([\d,]+ bytes free in {small_disk}\): free some, "
+                        r"or give --save-dir a disk with room, and rerun the same command: it "
+                        rf"resumes from {small_disk}/checkpoint_1_20\.pt", last), last
+    assert sorted(os.listdir(small_disk)) == ["checkpoint_1_20.pt"]  # no .tmp left
+    subprocess.run(["mount", "-o", "remount,size=16m", str(small_disk)], check=True)
+    log = run(*cmd, cwd=tmp_path)
+    assert re.search(r"Loaded checkpoint .* \(epoch 1 @ 20 updates\)", log), log[-3000:]
+    assert num_updates(small_disk / "checkpoint_last.pt") == 40
