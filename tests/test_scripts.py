@@ -97,13 +97,16 @@ def test_the_readme_demo_prints_a_perplexity_in_the_range_it_states(tmp_path):
     assert low <= ppl <= high, ppl
 
 
-def test_translation_results_pick_by_validation_and_average_over_seeds(tmp_path):
+def test_translation_results_pick_by_validation_bleu_and_average_over_seeds(tmp_path):
     import sacrebleu
     refs = (ROOT / "data" / "tatoeba-de-en" / "test.en").read_text().splitlines()[:12]
+    valid = (ROOT / "data" / "tatoeba-de-en" / "valid.en").read_text().splitlines()[:200]
     wrong = refs[:-1] + ["no"]
-    runs = {"lstm_d0.1.s1": (4.1, refs, 2000), "lstm_d0.3.s1": (3.9, wrong, 3000),
-            "lstm_d0.3.s2": (4.0, refs, 1000)}
-    for name, (loss, hyps, wps) in runs.items():
+    # lstm_d0.1 has the lower validation loss, lstm_d0.3 the higher validation BLEU
+    runs = {"lstm_d0.1.s1": (3.9, refs, 2000, valid[:-1] + ["no"]),
+            "lstm_d0.3.s1": (4.1, wrong, 3000, valid), "lstm_d0.3.s2": (4.0, refs, 1000, valid)}
+    for name, (loss, hyps, wps, valid_hyps) in runs.items():
+        (tmp_path / f"{name}.valid.hyp").write_text("\n".join(valid_hyps) + "\n")
         (tmp_path / f"{name}.train.log").write_text(
             "fairseq_cli.train | num. shared model params: 1,234 (num. trained: 1,234)\n"
             f"| valid | epoch 001 | valid on 'valid' subset | loss 5.0 | nll_loss 4 |\n"
@@ -118,7 +121,9 @@ def test_translation_results_pick_by_validation_and_average_over_seeds(tmp_path)
     assert best.stdout.strip() == "lstm_d0.3"
     table = subprocess.run(script + ["--final", "lstm_d0.3"], env=ENV, capture_output=True,
                            text=True).stdout
-    assert "| lstm_d0.1.s1 | 4.100 | 2 | 3 | 100.00 | 100.00 | 2.0 | 2,000 |" in table
+    valid_bleu = sacrebleu.corpus_bleu(valid[:-1] + ["no"], [valid]).score
+    assert f"| lstm_d0.1.s1 | 3.900 | 2 | 3 | {valid_bleu:.2f} | 100.00 | 100.00 | 2.0 | 2,000 |" \
+        in table
     bleu, chrf = (f(wrong, [refs]).score for f in (sacrebleu.corpus_bleu, sacrebleu.corpus_chrf))
     assert 0 < bleu < 100 and 0 < chrf < 100
     spread = [f"{(100 + x) / 2:.2f} ± {(100 - x) / 2 ** 0.5:.2f}" for x in (bleu, chrf)]

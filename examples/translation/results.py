@@ -3,8 +3,10 @@
     python examples/translation/results.py OUT --best PREFIX     # the tuned setting's name
     python examples/translation/results.py OUT --final NAME ...  # the tables, markdown
 
-A run is OUT/NAME.sSEED.{train.log,hyp}; one without its .hyp yet is left out. BLEU and chrF: sacrebleu on the detokenized
-hypotheses against the raw test references.
+A run is OUT/NAME.sSEED.{train.log,hyp,valid.hyp}; one without its .hyp yet is left
+out. BLEU and chrF: sacrebleu on the detokenized hypotheses against the raw
+references, of the test split (.hyp) and the validation split (.valid.hyp, what the
+settings are tuned by).
 """
 import argparse
 import re
@@ -13,7 +15,13 @@ from pathlib import Path
 
 import sacrebleu
 
-REFERENCES = Path(__file__).resolve().parents[2] / "data" / "tatoeba-de-en" / "test.en"
+DATA = Path(__file__).resolve().parents[2] / "data" / "tatoeba-de-en"
+
+
+def bleu_chrf(hyp_file: Path, split: str):
+    hyps = hyp_file.read_text(encoding="utf-8").splitlines()
+    refs = (DATA / f"{split}.en").read_text(encoding="utf-8").splitlines()[: len(hyps)]
+    return sacrebleu.corpus_bleu(hyps, [refs]).score, sacrebleu.corpus_chrf(hyps, [refs]).score
 
 
 def read_run(out: Path, run: str) -> dict:
@@ -21,21 +29,22 @@ def read_run(out: Path, run: str) -> dict:
     valid = [(int(e), float(loss)) for e, loss in re.findall(
         r"\| valid \| epoch (\d+) \| .*?\| loss ([\d.]+) \|", log)]
     best_epoch, best_loss = min(valid, key=lambda v: v[1])
-    hyps = (out / f"{run}.hyp").read_text(encoding="utf-8").splitlines()
-    refs = REFERENCES.read_text(encoding="utf-8").splitlines()[: len(hyps)]
+    bleu, chrf = bleu_chrf(out / f"{run}.hyp", "test")
+    valid_hyps = out / f"{run}.valid.hyp"
     return {
         "valid_loss": best_loss, "best_epoch": best_epoch, "epochs": len(valid),
         "wall_min": float(re.search(r"done training in ([\d.]+) seconds", log)[1]) / 60,
         "wps": statistics.median(float(w) for w in re.findall(r"\| train \| .*? wps ([\d.]+)", log)),
         "params": int(re.search(r"num\. shared model params: ([\d,]+)", log)[1].replace(",", "")),
-        "bleu": sacrebleu.corpus_bleu(hyps, [refs]).score,
-        "chrf": sacrebleu.corpus_chrf(hyps, [refs]).score,
+        "bleu": bleu, "chrf": chrf,
+        "valid_bleu": bleu_chrf(valid_hyps, "valid")[0] if valid_hyps.exists() else float("nan"),
     }
 
 
 def runs(out: Path, prefix: str = "") -> dict:
     """The finished runs (scored: a .hyp file) of OUT whose names start with prefix."""
-    names = sorted(p.name[: -len(".hyp")] for p in out.glob(f"{prefix}*.hyp"))
+    names = sorted(p.name[: -len(".hyp")] for p in out.glob(f"{prefix}*.hyp")
+                   if not p.name.endswith(".valid.hyp"))
     return {name: read_run(out, name) for name in names}
 
 
@@ -49,21 +58,24 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path)
     parser.add_argument("--best", metavar="PREFIX",
-                        help="print the setting whose first-seed run has the lowest "
-                             "validation loss among those named PREFIX...")
+                        help="print the setting whose first-seed run has the highest "
+                             "validation BLEU among those named PREFIX...")
     parser.add_argument("--final", nargs="+", metavar="NAME", help="the settings to report")
     args = parser.parse_args()
     if args.best:
         tuned = runs(args.out, args.best)
-        print(min(tuned, key=lambda r: tuned[r]["valid_loss"]).rsplit(".s", 1)[0])
+        print(max(tuned, key=lambda r: tuned[r]["valid_bleu"]).rsplit(".s", 1)[0])
         return
     every = runs(args.out)
-    print("Every run (validation loss: label-smoothed, of the best epoch):\n")
-    print("| run | valid loss | best epoch | epochs | BLEU | chrF | wall min | tokens/s |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("Every run (validation loss: label-smoothed, of the best epoch, whose checkpoint "
+          "is scored):\n")
+    print("| run | valid loss | best epoch | epochs | valid BLEU | BLEU | chrF | wall min | "
+          "tokens/s |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in every.items():
         print(f"| {name} | {r['valid_loss']:.3f} | {r['best_epoch']} | {r['epochs']} | "
-              f"{r['bleu']:.2f} | {r['chrf']:.2f} | {r['wall_min']:.1f} | {r['wps']:,.0f} |")
+              f"{r['valid_bleu']:.2f} | {r['bleu']:.2f} | {r['chrf']:.2f} | "
+              f"{r['wall_min']:.1f} | {r['wps']:,.0f} |")
     print("\nThe tuned settings over their seeds (mean ± sd):\n")
     print("| setting | seeds | BLEU | chrF | epochs | wall min | train tokens/s | parameters |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
