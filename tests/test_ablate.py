@@ -1,6 +1,7 @@
 """fairseq-awd-ablate end to end on a tiny budget: two rows, the table and chart from
 their logs, a finished row skipped on a second run; the recipes are the README's."""
 import json
+import os
 import re
 import shlex
 import shutil
@@ -100,9 +101,12 @@ def test_without_matplotlib_the_console_script_writes_the_table(data_bin, tmp_pa
     hidden.mkdir(parents=True)
     (hidden / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'matplotlib'\")")
     finished(tmp_path / "ab", {("full", 141): 100.0, ("no-ar", 141): 103.0})
+    # the hiding directory first, before whatever PYTHONPATH already names (the package
+    # under test, where it is not the installed one)
+    pythonpath = os.pathsep.join(p for p in (str(hidden.parent), ENV.get("PYTHONPATH")) if p)
     proc = subprocess.run([shutil.which("fairseq-awd-ablate"), str(data_bin), "--out",
                            str(tmp_path / "ab"), "--rows", "full,no-ar", "--", *BASE],
-                          env={**ENV, "PYTHONPATH": str(hidden.parent)}, capture_output=True, text=True)
+                          env={**ENV, "PYTHONPATH": pythonpath}, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     assert [l for l in proc.stderr.splitlines() if l.startswith("fairseq-awd:")] == [

@@ -93,3 +93,25 @@ def test_an_eval_mode_lstm_that_takes_gradients_keeps_what_cudnn_needs_for_backw
     assert flags == [True] * 3 + [False] * 3
     model(tokens)  # eval mode, gradients on
     assert flags[6:] == [True] * 3
+
+
+def test_the_decay_is_clipped_at_one_over_lambda():
+    """Weights whose rms is far above the mean get decay 1/lambda, not rms/mean(rms):
+    the pull lambda * decay toward the trained weights never exceeds 1 (no overshoot)."""
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(3, 2)
+    lam = 0.9  # 1/lambda = 1.11: well within the spread of rms/mean(rms)
+    scale = torch.tensor([[100.0, 1.0, 1.0]])  # the first input's weights: large gradients
+    xs = [torch.randn(4, 3) * scale for _ in range(3)]
+
+    def loss_of(x, _):
+        return layer(x).pow(2).mean()
+    dyn = DynamicEval(layer, LR, lam, EPS)
+    dyn.gradient_statistics(loss_of, [(x, None) for x in xs])
+    mean_rms = sum(r.mean() for r in dyn.rms) / len(dyn.rms)
+    ratios = [r / mean_rms for r in dyn.rms]
+    assert any((q > 1 / lam).any() for q in ratios)  # some are clipped ...
+    assert any((q < 1 / lam).any() for q in ratios)  # ... and some are not
+    for d, q in zip(dyn.decay, ratios):
+        assert torch.allclose(d, torch.minimum(q, torch.tensor(1 / lam)))
+    assert all((lam * d).max() <= 1 + 1e-6 for d in dyn.decay)

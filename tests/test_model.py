@@ -132,3 +132,18 @@ def test_extra_output_holds_the_last_layer_before_and_after_dropout():
     assert zero.any()
     assert torch.allclose(dropped[~zero], raw[~zero] * 2)
     assert torch.equal(zero, zero[:, :1].expand_as(zero))  # locked over time
+
+
+def test_the_tied_softmax_trains_the_embedding():
+    """A backward pass through the softmax alone: for logits = h E^T + b and an upstream
+    gradient G (dL/dlogits), the embedding E receives dL/dE = G^T h, the bias G summed."""
+    d = decoder()
+    embed = d.body.embed_tokens.weight
+    h = torch.randn(2, 5, 8)
+    logits = d.output_layer(h)
+    upstream = torch.randn_like(logits)
+    logits.backward(upstream)
+    g, x = upstream.reshape(-1, 50), h.reshape(-1, 8)
+    assert embed.grad is not None
+    assert torch.allclose(embed.grad, g.t() @ x, atol=1e-5)
+    assert torch.allclose(d.softmax.bias.grad, g.sum(0), atol=1e-5)

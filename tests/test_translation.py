@@ -85,6 +85,24 @@ def test_a_dictionary_with_other_words_is_refused_at_load(side):
     model().load_state_dict(old)  # written before fingerprints: size check only
 
 
+@pytest.mark.parametrize("side", ["source", "target"])
+def test_a_dictionary_of_another_size_is_refused_at_load(side, monkeypatch):
+    """An embedding with another number of rows than the data's dictionary has symbols:
+    one line with both sizes, fingerprint or not (one written before fingerprints)."""
+    from fairseq_awd import safe_checkpoints
+
+    monkeypatch.setattr(safe_checkpoints, "loading", "ckpt/checkpoint_best.pt")
+    trained = model().state_dict()
+    old = {k: v for k, v in trained.items() if "fingerprint" not in k}
+    trained_size = 40 if side == "source" else 30
+    bigger = {("src" if side == "source" else "tgt"): small_dictionary(trained_size + 3)}
+    for state in (trained, old):
+        with pytest.raises(SystemExit, match=rf"ckpt/checkpoint_best.pt was trained with a "
+                                             rf"dictionary of {trained_size} symbols, ./dict.txt "
+                                             rf"has {trained_size + 3}: use the data-bin"):
+            model(**bigger).load_state_dict(dict(state))
+
+
 def test_encoder_is_padding_invariant():
     mt = model(encoder_bidirectional=True).eval()
     pad = mt.encoder.dictionary.pad()
@@ -162,16 +180,23 @@ def copy_lstm_into_awd(theirs, ours):
     ours.load_state_dict({**ours.state_dict(), **state})
 
 
+@pytest.mark.parametrize("scale", [1, 10])
 @pytest.mark.parametrize("bidirectional,tied", [(True, True), (False, False)])
-def test_with_regularisation_off_it_is_fairseqs_lstm(bidirectional, tied):
+def test_with_regularisation_off_it_is_fairseqs_lstm(bidirectional, tied, scale):
     """Copied weights give `lstm`'s log-probabilities on a padded batch, teacher-forced
-    and token by token: any difference left is the AWD regularisation's."""
+    and token by token: any difference left is the AWD regularisation's. Scaled up x10
+    the weights are no longer near zero, so that every path counts: with the initial
+    ones, dropping the fed-back attention output (input feeding) moves the
+    log-probabilities by about 1e-6, with x10 ones by more than 1."""
     src_dict, tgt_dict = small_dictionary(40), small_dictionary(30)
     sizes = dict(encoder_embed_dim=8, encoder_hidden_size=10, encoder_layers=2,
                  encoder_bidirectional=bidirectional, decoder_embed_dim=8,
                  decoder_hidden_size=12, decoder_layers=2, decoder_out_embed_dim=8)
     theirs = fairseq_lstm(src_dict, tgt_dict, share_decoder_input_output_embed=tied,
                           **sizes).train()
+    with torch.no_grad():
+        for weight in theirs.parameters():
+            weight.mul_(scale)
     ours = model(src_dict, tgt_dict, untie_embeddings=not tied, **sizes, **OFF).train()
     copy_lstm_into_awd(theirs, ours)
     pad, eos = src_dict.pad(), src_dict.eos()
@@ -220,6 +245,28 @@ def test_decoder_draws_each_mask_once_per_forward_and_reuses_it_at_every_step():
     zeros = dropped.eq(0)
     assert zeros.any() and torch.equal(zeros, zeros[:, :1].expand_as(zeros))
     assert not extra["raw_out"].eq(0).any()  # TAR reads the top layer before any dropout
+
+
+def test_attention_is_queried_by_the_top_layer_before_dropout():
+    """In training, with output dropout on: the attention weights the decoder returns
+    are those of the top layer's hidden state before dropout (raw_out), as in fairseq's
+    `lstm`; the dropout acts on the attention output only."""
+    mt = model(**{**OFF, "dropout": 0.5}).train()
+    src = torch.tensor([[5, 6, 7, 2], [1, 8, 9, 2]])  # the second left-padded
+    lengths = torch.tensor([4, 3])
+    prev = torch.tensor([[2, 5, 6, 7, 8], [2, 11, 12, 13, 14]])
+    encoder_out = mt.encoder(src, lengths)
+    _, extra = mt.decoder(prev, encoder_out)
+    raw, dropped, attn = extra["raw_out"], extra["dropped_out"], extra["attn"]
+    zero = dropped.eq(0)
+    assert zero.any() and not zero.all()  # the dropout acts
+    source = encoder_out["encoder_out"].transpose(0, 1)
+    padding = mt.decoder.attention.padding_bias(encoder_out["padding_mask"].t(), source)
+    for t in range(prev.size(1)):
+        out, weights = mt.decoder.attention(raw[:, t], source, padding)
+        assert torch.allclose(attn[:, t], weights, atol=1e-6)
+        kept = ~zero[:, t]
+        assert torch.allclose(dropped[:, t][kept], out[kept] * 2, atol=1e-6)
 
 
 # The real command lines, on a few hundred of the shipped German-English pairs.
