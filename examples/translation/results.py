@@ -37,7 +37,7 @@ def read_run(out: Path, run: str) -> dict:
         "wps": statistics.median(float(w) for w in re.findall(r"\| train \| .*? wps ([\d.]+)", log)),
         "params": int(re.search(r"num\. shared model params: ([\d,]+)", log)[1].replace(",", "")),
         "bleu": bleu, "chrf": chrf,
-        "valid_bleu": bleu_chrf(valid_hyps, "valid")[0] if valid_hyps.exists() else float("nan"),
+        "valid_bleu": bleu_chrf(valid_hyps, "valid")[0] if valid_hyps.exists() else None,
     }
 
 
@@ -58,13 +58,15 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path)
     parser.add_argument("--best", metavar="PREFIX",
-                        help="print the setting whose first-seed run has the highest "
-                             "validation BLEU among those named PREFIX...")
+                        help="print the setting of the run with the highest validation "
+                             "BLEU among those named PREFIX... (run.sh asks after the first "
+                             "seed's runs)")
     parser.add_argument("--final", nargs="+", metavar="NAME", help="the settings to report")
     args = parser.parse_args()
     if args.best:
-        tuned = runs(args.out, args.best)
-        print(max(tuned, key=lambda r: tuned[r]["valid_bleu"]).rsplit(".s", 1)[0])
+        scored = {n: r["valid_bleu"] for n, r in runs(args.out, args.best).items()
+                  if r["valid_bleu"] is not None}
+        print(max(scored, key=scored.get).rsplit(".s", 1)[0])
         return
     every = runs(args.out)
     print("Every run (validation loss: label-smoothed, of the best epoch, whose checkpoint "
@@ -73,8 +75,9 @@ def main():
           "tokens/s |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in every.items():
+        valid_bleu = "" if r["valid_bleu"] is None else f"{r['valid_bleu']:.2f}"
         print(f"| {name} | {r['valid_loss']:.3f} | {r['best_epoch']} | {r['epochs']} | "
-              f"{r['valid_bleu']:.2f} | {r['bleu']:.2f} | {r['chrf']:.2f} | "
+              f"{valid_bleu} | {r['bleu']:.2f} | {r['chrf']:.2f} | "
               f"{r['wall_min']:.1f} | {r['wps']:,.0f} |")
     print("\nThe tuned settings over their seeds (mean ± sd):\n")
     print("| setting | seeds | BLEU | chrF | epochs | wall min | train tokens/s | parameters |")
