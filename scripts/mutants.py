@@ -308,11 +308,11 @@ def first_failure(proc: subprocess.CompletedProcess) -> str:
     return f"pytest exit code {proc.returncode}"
 
 
-def run_mutant(m: Mutant, files: List[str]) -> str:
+def run_mutant(m: Mutant, snapshot: Path) -> str:
     """'killed by' for the table: the first failing test, or SURVIVED."""
     with tempfile.TemporaryDirectory(prefix="mutant-") as tmp:
         copy = Path(tmp)
-        copy_repository(copy, files)
+        shutil.copytree(snapshot, copy, dirs_exist_ok=True)
         apply(m, copy)
         proc = run_tests(copy, m.first_test)
     return "SURVIVED" if proc.returncode == 0 else first_failure(proc)
@@ -341,9 +341,12 @@ def main() -> int:
         for m in mutants:
             print(f"| {m.file} | {cell(m.description)} | {m.first_test} |")
         return 0
-    files = repository_files()
+    # one snapshot of the working tree, which may change during an hour of runs
+    snapshot_dir = tempfile.TemporaryDirectory(prefix="mutant-snapshot-")
+    snapshot = Path(snapshot_dir.name)
+    copy_repository(snapshot, repository_files())
     with tempfile.TemporaryDirectory(prefix="mutant-baseline-") as tmp:
-        copy_repository(Path(tmp), files)
+        shutil.copytree(snapshot, tmp, dirs_exist_ok=True)
         check_imports_copy(Path(tmp))
         if not args.no_baseline:
             start = time.time()
@@ -356,11 +359,12 @@ def main() -> int:
     survived = 0
     for m in mutants:
         start = time.time()
-        result = run_mutant(m, files)
+        result = run_mutant(m, snapshot)
         survived += result == "SURVIVED"
         print(f"| {m.file} | {cell(m.description)} | {cell(result)} | "
               f"{time.time() - start:.0f} |", flush=True)
     print(f"\n{len(mutants) - survived} of {len(mutants)} mutants killed")
+    snapshot_dir.cleanup()
     return 1 if survived else 0
 
 
