@@ -9,9 +9,10 @@ DIR/ROW/seedS (its command in command.sh there), so the table resumes: a finishe
 run (result.json) is skipped, an interrupted one continues from its
 checkpoint_last.pt. DIR/ablation.md holds the table (mean ± sd over the seeds, each
 difference within the seed spread marked), DIR/ablation.png the differences from
-the full model with the spread as error bars (it needs matplotlib). With `--task translation` in the base flags the
-rows are scored by fairseq-generate's test BLEU (`--generate-args`) instead of
-perplexity, and the rows that need the language-model task are left out.
+the full model with the spread as error bars (it needs matplotlib). With `--task
+translation` in the base flags the rows are scored by fairseq-generate's test BLEU
+(`--generate-args`) instead of perplexity, and the rows that need the
+language-model task are left out.
 """
 import argparse
 import json

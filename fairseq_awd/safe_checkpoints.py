@@ -4,10 +4,12 @@ fairseq writes a checkpoint's first file atomically (a .tmp file, then a rename)
 but makes checkpoint_best.pt and checkpoint_last.pt from it with a plain copy, so
 a run killed during that copy (kill -9, a preempted job) leaves a truncated
 checkpoint_last.pt, and the restart dies in torch's unpickler. fairseq has no
-extension point on that path, so compat.py replaces two of its functions, the
+extension point on that path, so compat.py replaces three of its functions, the
 least it takes, with these:
-- `atomic_copy` for `PathManager.copy` of local files: copy to `<dst>.tmp`, then
-  `os.replace`, so a file is either the old one or the new one, never a part;
+- `atomic_copy` for `PathManager.copy` of local files and `atomic_save` for
+  `checkpoint_utils.torch_persistent_save`: write `<dst>.tmp`, then `os.replace`, so
+  a file is either the old one or the new one, never a part, and a full disk ends
+  the run with one line and no `.tmp` left (`atomic_write`);
 - `check_loadable` before `checkpoint_utils.load_checkpoint_to_cpu`: a torch
   checkpoint is a zip archive with a CRC per member, so eval-lm, generate, the hub
   and a resume end with one line naming a corrupt file.

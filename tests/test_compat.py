@@ -2,12 +2,17 @@
 `overwrite` as fairseq's remote stores do; safe_checkpoints' check of a damaged
 checkpoint (cut short, a member failing its CRC)."""
 import argparse
+import errno
+import re
+import struct
+import zipfile
 
 import numpy as np
+import pytest
 import torch
 from fairseq.file_io import PathManager
 
-import fairseq_awd  # noqa: F401  (installs the patches)
+from fairseq_awd import safe_checkpoints  # importing the package installs the patches
 
 
 def test_the_patches_are_installed():
@@ -29,10 +34,6 @@ def test_the_atomic_copy_honours_overwrite(tmp_path):
 
 
 def test_a_full_disk_leaves_no_tmp_and_ends_in_one_line(tmp_path):
-    import errno
-    import pytest
-    from fairseq_awd import safe_checkpoints
-
     old = tmp_path / "checkpoint_best.pt"
     old.write_bytes(b"old")  # not a zip archive: a legacy checkpoint, left to torch
 
@@ -56,8 +57,6 @@ def test_a_full_disk_leaves_no_tmp_and_ends_in_one_line(tmp_path):
 
 def small_checkpoint(path):
     """A torch.save zip archive with one tensor large enough to damage in its middle."""
-    import torch
-
     torch.save({"model": {"w": torch.randn(4096)}}, path)
     return path
 
@@ -65,10 +64,6 @@ def small_checkpoint(path):
 def test_a_checkpoint_cut_short_is_named_in_one_line(tmp_path, monkeypatch):
     """corruption() sees an archive cut in half (its central directory lost), and
     check_loadable ends with one line naming the file; an intact one passes."""
-    import re
-    import pytest
-    from fairseq_awd import safe_checkpoints
-
     monkeypatch.setattr(safe_checkpoints, "loading", None)  # check_loadable sets it
     intact = small_checkpoint(tmp_path / "checkpoint1.pt")
     assert safe_checkpoints.corruption(str(intact)) is None
@@ -86,12 +81,6 @@ def test_a_checkpoint_cut_short_is_named_in_one_line(tmp_path, monkeypatch):
 def test_a_member_failing_its_crc_is_named_in_one_line(tmp_path, monkeypatch):
     """A byte flipped inside a stored member's data (the archive's structure intact):
     the member's CRC-32 no longer matches, and check_loadable names file and member."""
-    import re
-    import struct
-    import zipfile
-    import pytest
-    from fairseq_awd import safe_checkpoints
-
     monkeypatch.setattr(safe_checkpoints, "loading", None)
     path = small_checkpoint(tmp_path / "checkpoint_best.pt")
     with zipfile.ZipFile(path) as archive:
