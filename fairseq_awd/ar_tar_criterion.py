@@ -17,7 +17,6 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from fairseq import metrics, utils
 from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss
@@ -69,21 +68,21 @@ class ARTARCrossEntropyCriterion(FairseqCriterion):
     def forward(self, model, sample, reduce=True):
         net_output = model(**sample["net_input"])
         extra = net_output[1] if len(net_output) > 1 else None
-        if not isinstance(extra, dict) or "raw_out" not in extra or "dropped_out" not in extra:
+        if (not isinstance(extra, dict) or "raw_out" not in extra or "dropped_out" not in extra
+                or not hasattr(model.decoder, "nll")):
             fail(
                 "--criterion ar_tar_cross_entropy needs a model whose decoder "
                 "returns 'raw_out' and 'dropped_out' (the last LSTM layer's output before "
-                "dropout, and what the softmax reads after it), as --arch awd_lstm and "
-                "awd_lstm_translation do; use --criterion "
+                "dropout, and what the softmax reads after it) and scores targets with "
+                "nll(), as --arch awd_lstm and awd_lstm_translation do; use --criterion "
                 "cross_entropy (or label_smoothed_cross_entropy) otherwise")
         target = model.get_targets(sample, net_output)
-        lprobs = model.get_normalized_probs(net_output, log_probs=True)
-        lprobs, flat_target = lprobs.reshape(-1, lprobs.size(-1)), target.reshape(-1)
-        if self.eps > 0:
-            loss, nll = label_smoothed_nll_loss(lprobs, flat_target, self.eps, self.padding_idx)
-        else:
-            loss = nll = F.nll_loss(lprobs, flat_target, ignore_index=self.padding_idx,
-                                    reduction="sum")
+        if self.eps > 0:  # the smoothing term needs every word's log-probability
+            lprobs = model.get_normalized_probs(net_output, log_probs=True)
+            loss, nll = label_smoothed_nll_loss(lprobs.reshape(-1, lprobs.size(-1)),
+                                                target.reshape(-1), self.eps, self.padding_idx)
+        else:  # a split softmax scores each target in its own tail only
+            loss = nll = model.decoder.nll(net_output, target, self.padding_idx)
         ntokens = sample["ntokens"]
         # fairseq's ntokens counts the real target tokens: all of them means no padding
         padded = not isinstance(ntokens, int) or ntokens != target.numel()

@@ -44,7 +44,7 @@ class AWDLSTMDecoder(BodyDecoder):
         sizes = [embed_dim] + [hidden] * (cfg.decoder_layers - 1)
         sizes.append(embed_dim if tied else hidden)
         body = AWDLSTMBody(cfg, embedding(dictionary, embed_dim, dictionary_path), sizes)
-        super().__init__(dictionary, body, sizes[-1], tied)
+        super().__init__(dictionary, body, sizes[-1], cfg)
         self.carried = CarriedState()
 
     def reset_state(self, stream: Optional[str] = None):
@@ -58,7 +58,7 @@ class AWDLSTMDecoder(BodyDecoder):
         follows on from the previous batch and evaluation starts every batch from
         zeros."""
         x, extra = self.extract_features(prev_output_tokens, incremental_state, stream)
-        return (x if features_only else self.output_layer(x)), extra
+        return self.scores(x, features_only), extra
 
     def extract_features(self, tokens, incremental_state=None, stream=None):
         # The state carried in: the stream's, or training's own; none for generation

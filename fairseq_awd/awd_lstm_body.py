@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 import torch
+import torch.nn.functional as F
 from fairseq.dataclass import FairseqDataclass
 from fairseq.models import FairseqIncrementalDecoder
 from torch import nn
@@ -19,6 +20,7 @@ from .embedding_dropout import embedding_dropout
 from .dictionary_fingerprint import mark
 from .errors import fail
 from .locked_dropout import LockedDropout
+from .split_softmax import SplitSoftmax, parse_cutoffs
 from .tied_softmax import TiedSoftmax
 from .weight_drop import WeightDropLSTM
 
@@ -40,6 +42,13 @@ class AWDBodyConfig(FairseqDataclass):
     untie_embeddings: bool = field(
         default=False, metadata={"help": "give the softmax its own weights instead of "
                                          "the (decoder's) embedding's (paper: tied)"})
+    softmax_cutoffs: str = field(
+        default="auto", metadata={"help": "split softmax for large vocabularies "
+                                          "(split_softmax.py): the word indices where the "
+                                          "head and each tail end, e.g. 2800,20000,76000; "
+                                          "auto: the reference's choice by vocabulary size "
+                                          "(the full softmax up to 75,000 words); none: "
+                                          "the full softmax"})
 
 
 def check_config(cfg, sizes: List[str]):
@@ -101,12 +110,19 @@ class AWDLSTMBody(nn.Module):
 
 
 class BodyDecoder(FairseqIncrementalDecoder):
-    """A decoder on an AWDLSTMBody (`self.body`) with a TiedSoftmax (`self.softmax`)."""
+    """A decoder on an AWDLSTMBody (`self.body`) with a softmax tied to its embedding
+    (`self.softmax`): the full one, or split for a large vocabulary, whose training
+    never builds the logits: the decoder then returns its features, as fairseq's
+    adaptive-softmax decoders do, and `get_normalized_probs` and `nll` score them."""
 
-    def __init__(self, dictionary, body: AWDLSTMBody, out_dim: int, tied: bool):
+    def __init__(self, dictionary, body: AWDLSTMBody, out_dim: int, cfg: AWDBodyConfig):
         super().__init__(dictionary)
         self.body = body
-        self.softmax = TiedSoftmax(len(dictionary), out_dim, tied)
+        vocab, tied = len(dictionary), not cfg.untie_embeddings
+        cutoffs = parse_cutoffs(cfg.softmax_cutoffs, vocab)
+        self.split = bool(cutoffs)
+        self.softmax = (SplitSoftmax(vocab, out_dim, cutoffs, tied) if self.split
+                        else TiedSoftmax(vocab, out_dim, tied))
 
     def load_state(self, incremental_state):
         """Each layer's (h, c) cached after the previous token, and the whole cache
@@ -143,8 +159,34 @@ class BodyDecoder(FairseqIncrementalDecoder):
             saved = {k: v.index_select(1, new_order) for k, v in saved.items()}
             self.set_incremental_state(incremental_state, "state", saved)
 
+    def scores(self, features, features_only: bool):
+        """What forward returns: the logits, or the features where they are wanted
+        or the softmax is split."""
+        return features if features_only or self.split else self.output_layer(features)
+
     def output_layer(self, features):
-        return self.softmax(features, self.body.embed_tokens.weight)
+        """Logits over the vocabulary; split: the log-probabilities."""
+        weight = self.body.embed_tokens.weight
+        return self.softmax.log_probs(features, weight) if self.split else self.softmax(
+            features, weight)
+
+    def get_normalized_probs(self, net_output, log_probs, sample=None):
+        if not self.split:
+            return super().get_normalized_probs(net_output, log_probs, sample)
+        lprobs = self.output_layer(net_output[0])
+        return lprobs if log_probs else lprobs.exp()
+
+    def nll(self, net_output, target, ignore_index: int = -100):
+        """The summed negative log-likelihood of the targets (fp32), positions whose
+        target is `ignore_index` left out; split: no tail's softmax at a position
+        whose target is not in it."""
+        if self.split:
+            lprobs = self.softmax.target_log_probs(net_output[0], target,
+                                                   self.body.embed_tokens.weight)
+            return -lprobs.masked_fill(target.eq(ignore_index), 0).sum()
+        lprobs = self.get_normalized_probs(net_output, log_probs=True)
+        return F.nll_loss(lprobs.reshape(-1, lprobs.size(-1)), target.reshape(-1),
+                          ignore_index=ignore_index, reduction="sum")
 
     def max_positions(self):
         return int(1e6)  # a recurrent model has no length limit

@@ -119,7 +119,7 @@ class AWDLSTMTranslationDecoder(BodyDecoder):
         # input feeding: the first layer reads the embedding and the last attention output
         sizes = [cfg.decoder_embed_dim + hidden] + [hidden] * cfg.decoder_layers
         body = AWDLSTMBody(cfg, embed_tokens, sizes)
-        super().__init__(dictionary, body, cfg.decoder_out_embed_dim, not cfg.untie_embeddings)
+        super().__init__(dictionary, body, cfg.decoder_out_embed_dim, cfg)
         # the bridge from the encoder's final states, where the sizes differ
         self.hidden_proj = self.cell_proj = None
         if source_dim != hidden:
@@ -133,7 +133,7 @@ class AWDLSTMTranslationDecoder(BodyDecoder):
     def forward(self, prev_output_tokens, encoder_out, incremental_state=None,
                 features_only=False, **unused):
         x, extra = self.extract_features(prev_output_tokens, encoder_out, incremental_state)
-        return (x if features_only else self.output_layer(x)), extra
+        return self.scores(x, features_only), extra
 
     def initial_state(self, encoder_out):
         """Each layer's (h, c) and the fed-back vector before the first target token."""

@@ -13,8 +13,18 @@ import numpy as np
 import torch
 from fairseq import checkpoint_utils
 from fairseq.file_io import PathManager
+from fairseq.models import distributed_fairseq_model
 
 from . import safe_checkpoints
+
+
+class CPUReadyDDP(torch.nn.parallel.DistributedDataParallel):
+    """torch's DDP given no device ids for a module on the CPU, as torch requires."""
+
+    def __init__(self, module, device_ids=None, output_device=None, **kwargs):
+        if all(p.device.type == "cpu" for p in module.parameters()):
+            device_ids = output_device = None
+        super().__init__(module, device_ids, output_device, **kwargs)
 
 
 def install():
@@ -75,3 +85,8 @@ def install():
         return fairseq_load(path, *args, **kwargs)
 
     checkpoint_utils.load_checkpoint_to_cpu = load_checkpoint_to_cpu
+
+    # Without it: --ddp-backend c10d (or pytorch_ddp) fails on CPU ranks (--cpu, gloo)
+    # with a ValueError: fairseq gives torch's DistributedDataParallel device_ids=[0],
+    # which torch refuses for a module on the CPU. GPU ranks are given theirs as before.
+    distributed_fairseq_model.DistributedDataParallel = CPUReadyDDP

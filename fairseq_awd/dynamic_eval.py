@@ -15,7 +15,6 @@ weights that have seen only the windows before it.
 from typing import Iterable, List, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 Batch = Tuple[torch.Tensor, torch.Tensor]  # (source, target), (rows, time)
@@ -54,6 +53,3 @@ class DynamicEval:
         torch._foreach_add_(self.params, toward_start)
         torch._foreach_addcmul_(self.params, grads, self.scale, value=-1)
 
-
-def mean_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), target.reshape(-1))

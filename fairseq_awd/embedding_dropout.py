@@ -12,8 +12,12 @@ def embedding_dropout(
     embed: nn.Embedding, tokens: torch.Tensor, p: float, training: bool
 ) -> torch.Tensor:
     weight = embed.weight
+    rows = F.embedding(tokens, weight, embed.padding_idx)
     if training and p > 0:
-        # One draw per vocabulary row, broadcast over the embedding dimension.
+        # One draw per vocabulary row, as the reference draws it, applied to the rows
+        # looked up: the reference's values, without its masked copy of the whole
+        # matrix (vocabulary x dim, and another in the backward: 428 MB each at
+        # WikiText-103's 267,735 words).
         mask = weight.new_empty(weight.size(0), 1).bernoulli_(1 - p) / (1 - p)
-        weight = weight * mask
-    return F.embedding(tokens, weight, embed.padding_idx)
+        rows = rows * F.embedding(tokens, mask)
+    return rows

@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from typing import Dict, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from fairseq.models import BaseFairseqModel
 
 from .cache_pointer import CachePointer
-from .dynamic_eval import Batch, DynamicEval, mean_cross_entropy
+from .dynamic_eval import Batch, DynamicEval
 from .errors import fail
 from .stream import Stream
 
@@ -59,15 +58,15 @@ class EvalLM(BaseFairseqModel):
         # the cache's words live on the host: copied before the forward is queued, the
         # copy waits for nothing but the batch's own upload
         host_tokens = src_tokens[0].cpu() if self.cache else None
-        logits, extra = self.model(src_tokens, stream=stream)
+        net_output = self.model(src_tokens, stream=stream)
         if self.cache:
             if stream.offset == 0 or stream.name not in self.caches:
                 self.caches[stream.name] = CachePointer(self.cache.window, self.cache.theta,
                                                         self.cache.lam)
-            lprobs = F.log_softmax(logits[0].float(), dim=-1)
-            extra["cache_log_probs"] = self.caches[stream.name].log_probs(
-                lprobs, extra["raw_out"][0], host_tokens)[None]
-        return logits, extra
+            lprobs = self.model.get_normalized_probs(net_output, log_probs=True)[0]
+            net_output[1]["cache_log_probs"] = self.caches[stream.name].log_probs(
+                lprobs, net_output[1]["raw_out"][0], host_tokens)[None]
+        return net_output
 
     def score_then_step(self, tokens, stream: Stream, target):
         """The window's outputs with the weights as they are, then one step on its
@@ -80,9 +79,9 @@ class EvalLM(BaseFairseqModel):
                                                 settings.epsilon)
                 self.dynamic_eval.gradient_statistics(self.stats_loss, self.stats_windows(
                     tokens.device))
-            logits, extra = self.model(tokens, stream=stream)
-            self.dynamic_eval.step(mean_cross_entropy(logits, target))
-        return logits.detach(), {k: v.detach() if torch.is_tensor(v) else v
+            scores, extra = self.model(tokens, stream=stream)
+            self.dynamic_eval.step(self.mean_nll((scores, extra), target))
+        return scores.detach(), {k: v.detach() if torch.is_tensor(v) else v
                                  for k, v in extra.items()}
 
     def stats_windows(self, device):
@@ -92,7 +91,10 @@ class EvalLM(BaseFairseqModel):
             offset += source.size(1)
 
     def stats_loss(self, stream: Stream, source, target):
-        return mean_cross_entropy(self.model(source, stream=stream)[0], target)
+        return self.mean_nll(self.model(source, stream=stream), target)
+
+    def mean_nll(self, net_output, target):
+        return self.model.decoder.nll(net_output, target) / target.numel()
 
     def get_normalized_probs(self, net_output, log_probs, sample=None):
         mixed = net_output[1].get("cache_log_probs")

@@ -16,6 +16,13 @@ what fairseq and the plugins' per-update work cost; `--size tiny` makes the
 kernels cheap, so that this overhead is most of what is timed.
 
     OMP_NUM_THREADS=2 python scripts/benchmark.py --size small --steps 20
+
+`--vocab N` measures the split softmax (split_softmax.py, --softmax-cutoffs auto)
+against the full one instead: awd_lstm's training tokens/s, interleaved as above,
+and peak memory over N words, the tokens drawn from a Zipf distribution (word r
+with probability proportional to 1/r, as a corpus's frequency-sorted dictionary):
+
+    OMP_NUM_THREADS=2 python scripts/benchmark.py --size ptb --vocab 267735 --steps 5
 """
 import argparse
 import json
@@ -50,7 +57,29 @@ SIZES = {  # embedding, hidden, vocabulary
     "tiny": (32, 64, 10000),
     "small": (200, 400, 10000),
     "ptb": (400, 1150, 10000),
+    "wt103": (400, 2500, 267735),  # the WikiText-103 recipe's, for --vocab
 }
+LAYERS = {"wt103": 4}  # 3 for the others
+
+
+def awd_settings(name, args):
+    return {"awd_lstm wd0.5": {}, "awd_lstm wd0": {"weight_drop": 0.0},
+            "full softmax": {"softmax_cutoffs": "none"},
+            "split softmax": {"softmax_cutoffs": args.softmax_cutoffs}}[name]
+
+
+def vocabulary(args):
+    return args.vocab or SIZES[args.size][2]
+
+
+def training_tokens(args, vocab):
+    """(batch, bptt + 1) words: uniform, or with --vocab Zipf-distributed."""
+    shape = (args.batch_size, args.bptt + 1)
+    if not args.vocab:
+        return torch.randint(4, vocab, shape, device=args.device)
+    rank = torch.arange(1, vocab - 4 + 1, dtype=torch.float64)
+    words = torch.multinomial(1 / rank, shape[0] * shape[1], replacement=True) + 4
+    return words.view(shape).to(args.device)
 
 
 def task_for(vocab):
@@ -60,8 +89,9 @@ def task_for(vocab):
     return LanguageModelingTask(LanguageModelingConfig(), d, d)
 
 
-def build(name, embed, hidden, task):
+def build(name, args, task):
     """A model and its loss function (tokens, targets) -> mean loss."""
+    embed, hidden, _ = SIZES[args.size]
     if name == "lstm_lm":
         args = Namespace(decoder_embed_dim=embed, decoder_hidden_size=hidden, decoder_layers=3,
                          decoder_out_embed_dim=embed, share_decoder_input_output_embed=True,
@@ -73,9 +103,8 @@ def build(name, embed, hidden, task):
             logits = model(tokens)[0]
             return F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1))
         return model, loss
-    weight_drop = 0.0 if name == "awd_lstm wd0" else 0.5
     cfg = AWDLSTMConfig(decoder_embed_dim=embed, decoder_hidden_size=hidden,
-                        weight_drop=weight_drop)
+                        decoder_layers=LAYERS.get(args.size, 3), **awd_settings(name, args))
     model = AWDLSTMModel(AWDLSTMDecoder(cfg, task.dictionary))
     crit = ARTARCrossEntropyCriterion(task, ar_alpha=2.0, tar_beta=1.0)
 
@@ -89,9 +118,8 @@ def build(name, embed, hidden, task):
 
 class Trainer:
     def __init__(self, name, args, task):
-        embed, hidden, _ = SIZES[args.size]
         self.amp = name.endswith("amp")
-        self.model, self.loss = build(name.replace(" amp", ""), embed, hidden, task)
+        self.model, self.loss = build(name.replace(" amp", ""), args, task)
         self.model.to(args.device).train()
         self.opt = torch.optim.SGD(self.model.parameters(), lr=30, weight_decay=1.2e-6)
         self.scaler = torch.amp.GradScaler(args.device, enabled=self.amp)
@@ -142,7 +170,8 @@ def peak_memory_mb(args, name):
     """Peak memory of 3 training steps of one model, in a process of its own."""
     out = subprocess.run(
         [sys.executable, __file__, "--size", args.size, "--batch-size", str(args.batch_size),
-         "--bptt", str(args.bptt), "--device", args.device, "--memory-of", name],
+         "--bptt", str(args.bptt), "--device", args.device, "--vocab", str(args.vocab),
+         "--softmax-cutoffs", args.softmax_cutoffs, "--memory-of", name],
         capture_output=True, text=True, check=True).stdout
     return float(out.split()[-1])
 
@@ -159,10 +188,9 @@ def memory_of(args, name):
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # reset the peak: the imports' own peak would hide a small model
         before = status_mb("VmRSS")
-    task = task_for(SIZES[args.size][2])
+    task = task_for(vocabulary(args))
     trainer = Trainer(name, args, task)
-    tokens = torch.randint(4, len(task.dictionary), (args.batch_size, args.bptt + 1),
-                           device=args.device)
+    tokens = training_tokens(args, len(task.dictionary))
     for _ in range(3):
         trainer.step(tokens)
     if args.device == "cuda":
@@ -272,6 +300,44 @@ def evaluation_extras_speed(args, task, window=3785, theta=0.6625, lam=0.1137):
     return speeds
 
 
+def interleaved_train_speed(args, trainers, tokens):
+    """Each trainer's training tokens/s: the median step, the trainers taking turns."""
+    times = {name: [] for name in trainers}
+    for i in range(args.steps + 2):
+        for name, trainer in trainers.items():
+            seconds = timed(lambda: trainer.step(tokens), args.device)
+            if i >= 2:  # the first steps warm up allocators and kernels
+                times[name].append(seconds)
+    return {name: tokens[:, 1:].numel() / statistics.median(t) for name, t in times.items()}
+
+
+def softmax_comparison(args):
+    """--vocab: the split softmax against the full one."""
+    task = task_for(args.vocab)
+    trainers = {name: Trainer(name, args, task) for name in ("full softmax", "split softmax")}
+    cutoffs = trainers["split softmax"].model.decoder.softmax.bounds[:-1]
+    tokens = training_tokens(args, args.vocab)
+    speed = interleaved_train_speed(args, trainers, tokens)
+    rows = [{"model": name, "train_tokens_per_s": round(speed[name]),
+             "peak_memory_mb": round(peak_memory_mb(args, name))} for name in trainers]
+    full, split = rows
+    ratios = {"split_over_full_train": round(split["train_tokens_per_s"]
+                                             / full["train_tokens_per_s"], 3),
+              "split_over_full_peak_memory": round(split["peak_memory_mb"]
+                                                   / full["peak_memory_mb"], 3)}
+    print(f"device {args.device}, size {args.size} {SIZES[args.size][:2]} x "
+          f"{LAYERS.get(args.size, 3)} layers, vocabulary "
+          f"{args.vocab:,} (Zipf), cutoffs {cutoffs}, batch {args.batch_size}, bptt "
+          f"{args.bptt}, {args.steps} timed steps")
+    print(f"{'awd_lstm':14s} {'train tok/s':>12s} {'peak MB':>8s}")
+    for r in rows:
+        print(f"{r['model']:14s} {r['train_tokens_per_s']:12d} {r['peak_memory_mb']:8d}")
+    for k, v in ratios.items():
+        print(f"{k:28s} {v}")
+    with open(args.json, "w") as f:
+        json.dump({"settings": vars(args), "rows": rows, "ratios": ratios}, f, indent=1)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", choices=SIZES, default="small")
@@ -281,28 +347,27 @@ def main():
     p.add_argument("--eval-tokens", type=int, default=20000)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--json", default="benchmark.json")
+    p.add_argument("--vocab", type=int, default=0,
+                   help="the split softmax against the full one over this many words")
+    p.add_argument("--softmax-cutoffs", default="auto", help="the split's, as awd_lstm's flag")
     p.add_argument("--memory-of", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.memory_of:
         return memory_of(args, args.memory_of)
+    if args.vocab:
+        return softmax_comparison(args)
 
     task = task_for(SIZES[args.size][2])
     vocab = len(task.dictionary)
     trainers = {name: Trainer(name, args, task) for name in configs(args.device)}
-    tokens = torch.randint(4, vocab, (args.batch_size, args.bptt + 1), device=args.device)
-    times = {name: [] for name in trainers}
-    for i in range(args.steps + 2):
-        for name, trainer in trainers.items():
-            seconds = timed(lambda: trainer.step(tokens), args.device)
-            if i >= 2:  # the first steps warm up allocators and kernels
-                times[name].append(seconds)
+    tokens = training_tokens(args, vocab)
+    speed = interleaved_train_speed(args, trainers, tokens)
     stream = torch.randint(4, vocab, (1, args.eval_tokens), device=args.device)
     rows = []
     for name, trainer in trainers.items():
-        train_tps = tokens[:, 1:].numel() / statistics.median(times[name])
         eval_tps = (args.eval_tokens - 1) / timed(lambda: trainer.evaluate(stream, args.bptt),
                                                   args.device)
-        rows.append({"model": name, "train_tokens_per_s": round(train_tps),
+        rows.append({"model": name, "train_tokens_per_s": round(speed[name]),
                      "eval_tokens_per_s": round(eval_tps),
                      "peak_memory_mb": round(peak_memory_mb(args, name))})
     with tempfile.TemporaryDirectory() as workdir:

@@ -1,6 +1,7 @@
-# Sourced by prepare-ptb.sh, prepare-wikitext-2.sh and reproduce_wt2_slice.sh: binarize train/valid/test.txt
-# of $1 into $2 with one dictionary over all three files, as the reference's corpus
-# reader builds it (and no padding of the vocabulary to a multiple of 8).
+# Sourced by prepare-ptb.sh, prepare-wikitext-2.sh, prepare-wikitext-103.sh and
+# reproduce_wt2_slice.sh: binarize train/valid/test.txt of $1 into $2 with one
+# dictionary over all three files, as the reference's corpus reader builds it (and no
+# padding of the vocabulary to a multiple of 8).
 binarize() {
     local src=$1 dest=$2
     python "$(dirname "${BASH_SOURCE[0]}")/check_utf8.py" "$src"/{train,valid,test}.txt || return

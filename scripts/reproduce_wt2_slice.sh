@@ -5,6 +5,7 @@
 # weight decay 1.2e-6, NT-ASGD nonmono 5; 6 epochs for seeds 141 and 1882.
 # Prints the validation perplexity per epoch and fairseq-eval-lm's test perplexity.
 #   EPOCHS=30 NONMONO=2 SEEDS=141 OUT=runs/wt2-slice-30 bash scripts/reproduce_wt2_slice.sh
+# SOFTMAX_CUTOFFS=2800,8000 trains with the split softmax (--softmax-cutoffs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
@@ -12,6 +13,7 @@ OUT=${OUT:-runs/wt2-slice}
 EPOCHS=${EPOCHS:-6}
 SEEDS=${SEEDS:-"141 1882"}
 NONMONO=${NONMONO:-5}
+SOFTMAX_CUTOFFS=${SOFTMAX_CUTOFFS:-auto}
 # A fresh run each time: fairseq-preprocess refuses an existing dictionary, and
 # fairseq-train would resume the last run's checkpoint_last.pt.
 rm -rf "$OUT"
@@ -29,7 +31,8 @@ for seed in $SEEDS; do
         --task variable_bptt_lm --batch-size 20 --bptt 35 \
         --arch awd_lstm --decoder-embed-dim 200 --decoder-hidden-size 400 --decoder-layers 3 \
         --dropout 0.4 --hidden-dropout 0.25 --input-dropout 0.5 --embed-dropout 0.1 \
-        --weight-drop 0.5 --criterion ar_tar_cross_entropy --ar-alpha 2 --tar-beta 1 \
+        --weight-drop 0.5 --softmax-cutoffs "$SOFTMAX_CUTOFFS" \
+        --criterion ar_tar_cross_entropy --ar-alpha 2 --tar-beta 1 \
         --optimizer nt_asgd --nonmono "$NONMONO" --lr 30 --clip-norm 0.25 \
         --weight-decay 1.2e-6 --max-epoch "$EPOCHS" --save-dir "$run" \
         --no-epoch-checkpoints --log-format simple --log-interval 100 > "$run/train.log" 2>&1

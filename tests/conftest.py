@@ -27,12 +27,12 @@ def run(*cmd, cwd, env=ENV):
     return proc.stdout + proc.stderr
 
 
-def run_two_ranks(cmd, port, cwd):
-    """A fairseq-train command line as two CPU processes, one per rank (gloo,
-    legacy_ddp: fairseq's own spawn assumes CUDA); both must succeed. Their logs."""
+def run_two_ranks(cmd, port, cwd, ddp_backend="legacy_ddp"):
+    """A fairseq-train command line as two CPU processes, one per rank (gloo: fairseq's
+    own spawn assumes CUDA); both must succeed. Their logs."""
     flags = [*cmd, "--distributed-world-size", "2", "--distributed-init-method",
              f"tcp://127.0.0.1:{port}", "--distributed-no-spawn", "--distributed-backend",
-             "gloo", "--ddp-backend", "legacy_ddp"]
+             "gloo", "--ddp-backend", ddp_backend]
     procs = [subprocess.Popen(flags + ["--distributed-rank", str(r)], env=ENV, cwd=cwd,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for r in (0, 1)]

@@ -195,6 +195,12 @@ CASES = {
     "an ablation without a test split": (
         lambda b: ablate(b.no_test, "--rows", "full"),
         "no test split in"),
+    "split softmax cutoffs not increasing": (
+        lambda b: train(b.good, "--softmax-cutoffs", "300,200"),
+        "--softmax-cutoffs 300,200: the cutoffs must be positive and increasing"),
+    "a split softmax cutoff beyond the vocabulary": (
+        lambda b: train(b.good, "--softmax-cutoffs", "100,100000"),
+        "--softmax-cutoffs 100,100000: 100000 is beyond the vocabulary ("),
     "a translation decoder deeper than its encoder": (
         lambda b: translate(b.de_en, "--encoder-layers", "1", "--decoder-layers", "2"),
         "--encoder-layers (1) must equal --decoder-layers (2): each decoder layer starts "

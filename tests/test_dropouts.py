@@ -107,3 +107,21 @@ def test_weight_drop_one_mask_per_forward_and_gradient_reaches_raw_weight():
     assert grad is not None and grad.abs().sum() > 0
     names = [n for n, _ in lstm.named_parameters()]
     assert names == ["weight_ih", "weight_hh_raw", "bias_ih", "bias_hh"]
+
+
+def test_embedding_dropout_is_the_references_masked_matrix():
+    """The reference masks the whole matrix, then looks up; the rows looked up, then
+    masked, are the same values (one multiply of the same two numbers each), and the
+    gradients agree to rounding."""
+    embed = torch.nn.Embedding(20, 6, padding_idx=1)
+    tokens = torch.randint(0, 20, (3, 7))
+    torch.manual_seed(3)
+    ours = embedding_dropout(embed, tokens, 0.3, training=True)
+    ours.pow(2).sum().backward()
+    ours_grad, embed.weight.grad = embed.weight.grad, None
+    torch.manual_seed(3)
+    mask = embed.weight.new_empty(20, 1).bernoulli_(0.7) / 0.7
+    reference = torch.nn.functional.embedding(tokens, embed.weight * mask, 1)
+    reference.pow(2).sum().backward()
+    assert torch.equal(ours, reference)
+    assert torch.allclose(ours_grad, embed.weight.grad, rtol=1e-6)

@@ -28,7 +28,8 @@ def cli_config(argv):
     return convert_namespace_to_omegaconf(args)
 
 
-@pytest.mark.parametrize("name,data", [("ptb", "data-bin/ptb"), ("wt2", "data-bin/wikitext-2")])
+@pytest.mark.parametrize("name,data", [("ptb", "data-bin/ptb"), ("wt2", "data-bin/wikitext-2"),
+                                       ("wt103", "data-bin/wikitext-103")])
 def test_hydra_config_equals_the_readme_command(name, data):
     (command,) = [c for c in readme_commands(f"fairseq-train {data} ")
                   if "--asgd-from-start" not in c]

@@ -121,9 +121,10 @@ def test_encoder_is_padding_invariant():
         assert out["padding_mask"][:, 0].tolist() == [False] * 4 + [True] * 3
 
 
-def test_beam_search_hypotheses_equal_full_forward_rescoring():
+@pytest.mark.parametrize("cutoffs", ["none", "10,20"])  # the full softmax; two tails
+def test_beam_search_hypotheses_equal_full_forward_rescoring(cutoffs):
     torch.manual_seed(3)
-    mt = model(encoder_bidirectional=True).eval()
+    mt = model(encoder_bidirectional=True, softmax_cutoffs=cutoffs).eval()
     src_dict, tgt_dict = mt.encoder.dictionary, mt.decoder.dictionary
     pad, eos = src_dict.pad(), src_dict.eos()
     src = torch.tensor([[pad, pad, 5, 6, 7, eos], [8, 9, 10, 11, 12, eos], [pad, 13, 14, 15, 16, eos]])
@@ -136,8 +137,9 @@ def test_beam_search_hypotheses_equal_full_forward_rescoring():
         for hypo in beam:
             tokens = hypo["tokens"][None]
             prev = torch.cat([torch.tensor([[eos]]), tokens[:, :-1]], 1)
-            logits, _ = mt(src[i : i + 1], lengths[i : i + 1], prev)
-            scores = logits.log_softmax(-1).gather(-1, tokens[..., None])[0, :, 0]
+            lprobs = mt.get_normalized_probs(mt(src[i : i + 1], lengths[i : i + 1], prev),
+                                             log_probs=True)
+            scores = lprobs.gather(-1, tokens[..., None])[0, :, 0]
             assert torch.allclose(scores, hypo["positional_scores"], atol=1e-4)
 
 
