@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from fairseq.models import FairseqLanguageModel, register_model, register_model_architecture
+from torch import nn
 
 from .awd_lstm_body import AWDBodyConfig, AWDLSTMBody, BodyDecoder, check_config, embedding
 from .carried_state import CarriedState
@@ -38,13 +39,15 @@ class AWDLSTMDecoder(BodyDecoder):
     # layer's outputs before dropout (the cache pointer's keys).
     carries_streams = True
 
-    def __init__(self, cfg: AWDLSTMConfig, dictionary, dictionary_path: str = "dict.txt"):
+    def __init__(self, cfg: AWDLSTMConfig, dictionary, dictionary_path: str = "dict.txt",
+                 last_size: Optional[int] = None, softmax: Optional[nn.Module] = None):
+        """last_size, softmax: another last layer size and head (awd_lstm_mos.py)."""
         tied = not cfg.untie_embeddings
         embed_dim, hidden = cfg.decoder_embed_dim, cfg.decoder_hidden_size
         sizes = [embed_dim] + [hidden] * (cfg.decoder_layers - 1)
-        sizes.append(embed_dim if tied else hidden)
+        sizes.append(last_size or (embed_dim if tied else hidden))
         body = AWDLSTMBody(cfg, embedding(dictionary, embed_dim, dictionary_path), sizes)
-        super().__init__(dictionary, body, sizes[-1], cfg)
+        super().__init__(dictionary, body, sizes[-1], cfg, softmax)
         self.carried = CarriedState()
 
     def reset_state(self, stream: Optional[str] = None):
@@ -90,15 +93,18 @@ RENAMED_IN_0_2 = {"embed_tokens.": "body.embed_tokens.", "layers.": "body.layers
 
 @register_model("awd_lstm", dataclass=AWDLSTMConfig)
 class AWDLSTMModel(FairseqLanguageModel):
+    decoder_class = AWDLSTMDecoder
+    sizes = ["decoder_embed_dim", "decoder_hidden_size", "decoder_layers"]
+
     @classmethod
     def build_model(cls, cfg, task):
-        check_config(cfg, ["decoder_embed_dim", "decoder_hidden_size", "decoder_layers"])
+        check_config(cfg, cls.sizes)
         if not getattr(task, "carries_lstm_state", False):
             logger.warning(
                 f"awd_lstm under {type(task).__name__}: batches are not one continuous "
                 "stream, so evaluation starts each block from a zero LSTM state; for the "
                 "paper's training and perplexity use --task variable_bptt_lm")
-        decoder = AWDLSTMDecoder(cfg, task.target_dictionary, dictionary_path(task))
+        decoder = cls.decoder_class(cfg, task.target_dictionary, dictionary_path(task))
         return follow_validation(cls(decoder))
 
     def reset_state(self, stream: Optional[str] = None):

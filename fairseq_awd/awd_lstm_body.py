@@ -115,14 +115,21 @@ class BodyDecoder(FairseqIncrementalDecoder):
     never builds the logits: the decoder then returns its features, as fairseq's
     adaptive-softmax decoders do, and `get_normalized_probs` and `nll` score them."""
 
-    def __init__(self, dictionary, body: AWDLSTMBody, out_dim: int, cfg: AWDBodyConfig):
+    def __init__(self, dictionary, body: AWDLSTMBody, out_dim: int, cfg: AWDBodyConfig,
+                 softmax: Optional[nn.Module] = None):
+        """softmax: a head of the decoder's own that maps (features, the embedding's
+        weight) to log-probabilities; by default the tied softmax, split by
+        --softmax-cutoffs."""
         super().__init__(dictionary)
         self.body = body
-        vocab, tied = len(dictionary), not cfg.untie_embeddings
-        cutoffs = parse_cutoffs(cfg.softmax_cutoffs, vocab)
-        self.split = bool(cutoffs)
-        self.softmax = (SplitSoftmax(vocab, out_dim, cutoffs, tied) if self.split
-                        else TiedSoftmax(vocab, out_dim, tied))
+        self.split = False
+        if softmax is None:
+            vocab, tied = len(dictionary), not cfg.untie_embeddings
+            cutoffs = parse_cutoffs(cfg.softmax_cutoffs, vocab)
+            self.split = bool(cutoffs)
+            softmax = (SplitSoftmax(vocab, out_dim, cutoffs, tied) if self.split
+                       else TiedSoftmax(vocab, out_dim, tied))
+        self.softmax = softmax
 
     def load_state(self, incremental_state):
         """Each layer's (h, c) cached after the previous token, and the whole cache

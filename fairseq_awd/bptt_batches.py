@@ -6,7 +6,7 @@ cut into R equal rows (the tail that does not fill a row is dropped). A batch is
 a window [offset, offset + seq_len) of every row, its target the same window one
 token later, so batch i+1 continues batch i in every row.
 """
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -17,14 +17,18 @@ from .stream import Stream
 Window = Tuple[int, int]  # (offset, drawn length)
 
 
-def train_windows(row_len, bptt, full_prob, std, min_len, seed, epoch) -> List[Window]:
+def train_windows(row_len, bptt, full_prob, std, min_len, seed, epoch,
+                  max_len: Optional[int] = None) -> List[Window]:
     """The reference's training loop: bptt with probability `full_prob`, else bptt/2,
-    then seq_len = max(min_len, int(N(that, std))). A pure function of (seed, epoch)."""
+    then seq_len = max(min_len, int(N(that, std))), at most `max_len` if given (the
+    MoS reference's cap). A pure function of (seed, epoch)."""
     rng = np.random.default_rng([seed, epoch])
     windows, offset = [], 0
     while offset < row_len - 2:
         mean = bptt if rng.random() < full_prob else bptt / 2
         seq_len = max(min_len, int(rng.normal(mean, std)))
+        if max_len is not None:
+            seq_len = min(seq_len, max_len)
         windows.append((offset, seq_len))
         offset += seq_len
     return windows

@@ -11,7 +11,14 @@ rms is the root mean square of each weight's gradient over training batches (the
 model in eval mode, no dropout), decay = rms / mean(rms) clipped at 1 / lambda,
 theta_0 the trained (for nt_asgd: averaged) weights. A window is always scored by
 weights that have seen only the windows before it.
+
+The first version of Krause et al.'s dynamiceval.py (the one the MoS reference ships)
+took the root of the squares' sum and divided by the sum of the weights' mean rms,
+not their mean; its hyperparameters carry over, as the current version's --oldhyper
+converts them, with lambda / (number of weight tensors) and lr and epsilon /
+sqrt(number of statistics batches) (`old_hyperparameters`).
 """
+import math
 from typing import Iterable, List, Tuple
 
 import torch
@@ -21,9 +28,11 @@ Batch = Tuple[torch.Tensor, torch.Tensor]  # (source, target), (rows, time)
 
 
 class DynamicEval:
-    def __init__(self, model: nn.Module, lr: float, lam: float, epsilon: float):
+    def __init__(self, model: nn.Module, lr: float, lam: float, epsilon: float,
+                 old_hyperparameters: bool = False):
         self.params: List[nn.Parameter] = [p for p in model.parameters() if p.requires_grad]
         self.lr, self.lam, self.epsilon = lr, lam, epsilon
+        self.old_hyperparameters = old_hyperparameters
         self.rms = self.decay = self.start = None
 
     def gradient_statistics(self, loss_of, batches: Iterable[tuple]):
@@ -35,6 +44,9 @@ class DynamicEval:
             torch._foreach_addcmul_(squares, grads, grads)
             n += 1
         self.rms = [s.div_(max(n, 1)).sqrt_() for s in squares]
+        if self.old_hyperparameters:
+            self.lam /= len(self.params)
+            self.lr, self.epsilon = self.lr / math.sqrt(n), self.epsilon / math.sqrt(n)
         mean_rms = sum(r.mean() for r in self.rms) / len(self.rms)
         self.decay = [(r / mean_rms).clamp_(max=1 / self.lam) if self.lam else r * 0
                       for r in self.rms]

@@ -34,6 +34,7 @@ class DynamicEvalSettings:
     lam: float
     epsilon: float
     stats: Sequence[Batch]  # training windows (source, target) on the host, in order
+    old_hyperparameters: bool = False
 
 
 class EvalLM(BaseFairseqModel):
@@ -76,7 +77,7 @@ class EvalLM(BaseFairseqModel):
             if stream.offset == 0:
                 settings = self.dynamic
                 self.dynamic_eval = DynamicEval(self.model, settings.lr, settings.lam,
-                                                settings.epsilon)
+                                                settings.epsilon, settings.old_hyperparameters)
                 self.dynamic_eval.gradient_statistics(self.stats_loss, self.stats_windows(
                     tokens.device))
             scores, extra = self.model(tokens, stream=stream)

@@ -44,6 +44,11 @@ class VariableBPTTLMConfig(FairseqDataclass):
     bptt_std: float = field(
         default=5.0, metadata={"help": "standard deviation of the drawn sequence length"})
     min_seq_len: int = field(default=5, metadata={"help": "shortest drawn sequence length"})
+    max_seq_len_delta: Optional[int] = field(
+        default=None, metadata={"help": "longest drawn sequence length: --bptt + this, as "
+                                        "the MoS reference caps it (its default 40, "
+                                        "WikiText-2 20); unset: no cap, as the AWD-LSTM "
+                                        "reference"})
     valid_rows: int = field(
         default=10, metadata={"help": "rows (parallel streams) of the validation split"})
     eval_lm_rows: int = field(
@@ -69,6 +74,10 @@ class VariableBPTTLMConfig(FairseqDataclass):
         default=0.002, metadata={"help": "decay back to the trained weights"})
     dynamic_eval_epsilon: float = field(
         default=2e-5, metadata={"help": "added to the gradients' rms before dividing"})
+    dynamic_eval_old_hyperparameters: bool = field(
+        default=False, metadata={"help": "read lr, lambda and epsilon as the first version of "
+                                         "Krause et al.'s dynamiceval.py (the MoS reference's) "
+                                         "sized them, converted as their --oldhyper does"})
     dynamic_eval_bptt: int = field(
         default=5, metadata={"help": "window length of dynamic evaluation (and of its "
                                      "gradient statistics)"})
@@ -114,6 +123,9 @@ class VariableBPTTLMTask(LanguageModelingTask):
             fail(f"--dynamic-eval-bptt must be at least 1, got {cfg.dynamic_eval_bptt}")
         if cfg.bptt < cfg.min_seq_len:
             fail(f"--bptt {cfg.bptt} is below --min-seq-len {cfg.min_seq_len}")
+        if cfg.max_seq_len_delta is not None and cfg.bptt + cfg.max_seq_len_delta < cfg.min_seq_len:
+            fail(f"--bptt {cfg.bptt} + --max-seq-len-delta {cfg.max_seq_len_delta} is below "
+                 f"--min-seq-len {cfg.min_seq_len}: no length could be drawn")
         self.base_lr = self.scaled_lr = None
         self.lr_update = None
         self.drawn = deque(maxlen=max(cfg.update_freq))
@@ -141,7 +153,7 @@ class VariableBPTTLMTask(LanguageModelingTask):
         if from_checkpoint and cfg.dynamic_eval:
             return EvalLM(model, dynamic=DynamicEvalSettings(
                 cfg.dynamic_eval_lr, cfg.dynamic_eval_lambda, cfg.dynamic_eval_epsilon,
-                self.stats_windows()))
+                self.stats_windows(), cfg.dynamic_eval_old_hyperparameters))
         return model
 
     def load_dataset(self, split, epoch=1, combine=False, **kwargs):
@@ -215,8 +227,9 @@ class VariableBPTTLMTask(LanguageModelingTask):
                  "rows times a drawn length): drop it")
 
         def windows(row_len, ep):
+            longest = None if cfg.max_seq_len_delta is None else cfg.bptt + cfg.max_seq_len_delta
             return train_windows(row_len, cfg.bptt, cfg.bptt_full_prob, cfg.bptt_std,
-                                 cfg.min_seq_len, cfg.seed, ep)
+                                 cfg.min_seq_len, cfg.seed, ep, longest)
 
         return self._iterator(dataset, max_sentences * num_shards, "--batch-size", windows,
                               TRAIN_STREAM,

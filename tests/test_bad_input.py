@@ -201,6 +201,15 @@ CASES = {
     "a split softmax cutoff beyond the vocabulary": (
         lambda b: train(b.good, "--softmax-cutoffs", "100,100000"),
         "--softmax-cutoffs 100,100000: 100000 is beyond the vocabulary ("),
+    "a mixture of no softmaxes": (
+        lambda b: train(b.good, "--arch", "awd_lstm_mos", "--n-experts", "0"),
+        "--n-experts must be at least 1, got 0"),
+    "a latent dropout outside [0, 1)": (
+        lambda b: train(b.good, "--arch", "awd_lstm_mos", "--latent-dropout", "1.0"),
+        "--latent-dropout must be in [0, 1), got 1.0"),
+    "an untied mixture of softmaxes": (
+        lambda b: train(b.good, "--arch", "awd_lstm_mos", "--untie-embeddings"),
+        "awd_lstm_mos ties its experts' softmax to the embedding, as the MoS reference does"),
     "a translation decoder deeper than its encoder": (
         lambda b: translate(b.de_en, "--encoder-layers", "1", "--decoder-layers", "2"),
         "--encoder-layers (1) must equal --decoder-layers (2): each decoder layer starts "

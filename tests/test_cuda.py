@@ -108,3 +108,18 @@ def test_the_cache_pointer_never_waits_for_the_gpu():
         finally:
             torch.cuda.set_sync_debug_mode("default")
         assert torch.allclose(mixed.cpu(), expected, atol=1e-5)
+
+
+def test_mos_trains_with_amp_and_evaluates_on_the_gpu(data_bin, tmp_path):
+    mos = [("awd_lstm_mos" if a == "awd_lstm" else a) for a in TINY]
+    log = run(sys.executable, "-m", "fairseq_cli.train", str(data_bin), *mos,
+              "--decoder-last-hidden-size", "24", "--n-experts", "3", "--max-epoch", "2",
+              "--amp", "--save-dir", str(tmp_path / "ck"), cwd=tmp_path, env=GPU_ENV)
+    assert re.search(r"rank\s+0: capabilities =\s+\d", log)
+    losses = [float(x) for x in re.findall(r"valid on 'valid' subset \| loss ([\d.]+)", log)]
+    assert len(losses) == 2 and losses[1] < losses[0]
+    out = run(sys.executable, "-m", "fairseq_cli.eval_lm", str(data_bin), "--user-dir",
+              USER_DIR, "--task", "variable_bptt_lm", "--path",
+              str(tmp_path / "ck" / "checkpoint_best.pt"), cwd=tmp_path, env=GPU_ENV)
+    vocab = len((data_bin / "dict.txt").read_text().splitlines()) + 4
+    assert float(re.search(r"Perplexity: ([\d.]+)", out).group(1)) < vocab  # below uniform

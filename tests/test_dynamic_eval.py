@@ -115,3 +115,31 @@ def test_the_decay_is_clipped_at_one_over_lambda():
     for d, q in zip(dyn.decay, ratios):
         assert torch.allclose(d, torch.minimum(q, torch.tensor(1 / lam)))
     assert all((lam * d).max() <= 1 + 1e-6 for d in dyn.decay)
+
+
+def test_old_hyperparameters_give_the_first_versions_update():
+    """The MoS reference's dynamiceval.py: rms the root of the squares' sum, decay
+    divided by the sum (not the mean) of the weights' mean rms. Its lr, lambda and
+    epsilon, converted, give its update."""
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(3, 2)
+    xs = [torch.randn(4, 3) for _ in range(3)]
+
+    def loss_of(x, _):
+        return layer(x).pow(2).mean()
+    dyn = DynamicEval(layer, LR, LAM, EPS, old_hyperparameters=True)
+    dyn.gradient_statistics(loss_of, [(x, None) for x in xs])
+    grads = [torch.autograd.grad(loss_of(x, None), list(layer.parameters())) for x in xs]
+    ms = [torch.stack([g[i] for g in grads]).pow(2).sum(0).sqrt() for i in range(2)]
+    decrate = [(m / (ms[0].mean() + ms[1].mean())).clamp(max=1 / LAM) for m in ms]
+    start = [p.detach().clone() for p in layer.parameters()]
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.add_(0.5)
+    before = [p.detach().clone() for p in layer.parameters()]
+    x = torch.randn(4, 3)
+    g = torch.autograd.grad(loss_of(x, None), list(layer.parameters()))
+    dyn.step(loss_of(x, None))
+    for p, p0, p_before, gi, m, d in zip(layer.parameters(), start, before, g, ms, decrate):
+        expected = p_before + LAM * d * (p0 - p_before) - LR * gi / (m + EPS)
+        assert torch.allclose(p, expected, atol=1e-6)

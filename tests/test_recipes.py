@@ -28,11 +28,13 @@ def cli_config(argv):
     return convert_namespace_to_omegaconf(args)
 
 
-@pytest.mark.parametrize("name,data", [("ptb", "data-bin/ptb"), ("wt2", "data-bin/wikitext-2"),
-                                       ("wt103", "data-bin/wikitext-103")])
-def test_hydra_config_equals_the_readme_command(name, data):
+@pytest.mark.parametrize("name,data,arch", [
+    ("ptb", "data-bin/ptb", "awd_lstm"), ("wt2", "data-bin/wikitext-2", "awd_lstm_wt2"),
+    ("wt103", "data-bin/wikitext-103", "awd_lstm"), ("mos_ptb", "data-bin/ptb", "awd_lstm_mos"),
+    ("mos_wt2", "data-bin/wikitext-2", "awd_lstm_mos_wt2")])
+def test_hydra_config_equals_the_readme_command(name, data, arch):
     (command,) = [c for c in readme_commands(f"fairseq-train {data} ")
-                  if "--asgd-from-start" not in c]
+                  if "--asgd-from-start" not in c and c[c.index("--arch") + 1] == arch]
     cli = cli_config(command)
     yaml = OmegaConf.load(RECIPES / "config" / f"{name}.yaml")
     compared = 0
@@ -49,16 +51,22 @@ def test_hydra_config_equals_the_readme_command(name, data):
     assert compared > 30
 
 
-def test_finetune_command_is_the_training_command_plus_finetune_flags():
-    train, finetune = (cli_config(c) for c in readme_commands("fairseq-train data-bin/ptb "))
+@pytest.mark.parametrize("arch,lr", [("awd_lstm", 30.0), ("awd_lstm_mos", 25.0)])
+def test_finetune_command_is_the_training_command_plus_finetune_flags(arch, lr):
+    train, finetune = (cli_config(c) for c in readme_commands("fairseq-train data-bin/ptb ")
+                       if c[c.index("--arch") + 1] == arch)
     for section in ("task", "model", "criterion", "dataset", "common"):
         # the task's save_dir mirrors --save-dir (for resuming from an intact checkpoint)
         differ = {k for k in train[section] if train[section][k] != finetune[section][k]}
         assert differ == ({"save_dir"} if section == "task" else set()), section
+    # the MoS reference finetunes at another lr (20 -> 25)
+    assert list(finetune.optimization.lr) == [lr]
+    new_lr = {"lr"} if list(train.optimization.lr) != [lr] else set()
     assert {k for k in train.optimizer if train.optimizer[k] != finetune.optimizer[k]} == {
-        "asgd_from_start"}
+        "asgd_from_start"} | new_lr
     assert finetune.optimizer.asgd_from_start and finetune.optimization.stop_min_lr == 0
-    assert finetune.checkpoint.finetune_from_model == "checkpoints/ptb/checkpoint_best.pt"
+    assert finetune.checkpoint.finetune_from_model == (f"{train.checkpoint.save_dir}/"
+                                                       "checkpoint_best.pt")
 
 
 @pytest.mark.slow

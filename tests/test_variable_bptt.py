@@ -39,6 +39,16 @@ def test_seq_len_draw_follows_the_reference():
     assert min(n for _, n in train_windows(10_000, 4, 0.95, 5.0, 5, 1, 1)) == 5
 
 
+def test_the_mos_cap_on_drawn_lengths():
+    """The MoS reference's seq_len = min(seq_len, bptt + max_seq_len_delta), after the
+    same draws: uncapped lengths stay, the long ones are cut."""
+    free = train_windows(300_000, 70, 0.95, 20.0, 5, seed=28, epoch=1)
+    capped = train_windows(300_000, 70, 0.95, 20.0, 5, seed=28, epoch=1, max_len=90)
+    assert max(n for _, n in free) > 90
+    pairs = list(zip(free, capped))  # the k-th window of each: the k-th draw
+    assert len(pairs) > 4000 and all(c == min(f, 90) for (_, f), (_, c) in pairs)
+
+
 def test_training_rows_are_contiguous_and_read_in_order(data_bin):
     task = make_task(data_bin, bptt=20)
     stream = task.dataset("train").tokens
