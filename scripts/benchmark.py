@@ -23,6 +23,11 @@ and peak memory over N words, the tokens drawn from a Zipf distribution (word r
 with probability proportional to 1/r, as a corpus's frequency-sorted dictionary):
 
     OMP_NUM_THREADS=2 python scripts/benchmark.py --size ptb --vocab 267735 --steps 5
+
+`--mos` measures awd_lstm_mos against awd_lstm the same way (at `--size ptb` each
+one's Penn Treebank model):
+
+    OMP_NUM_THREADS=2 python scripts/benchmark.py --size ptb --mos --steps 5
 """
 import argparse
 import json
@@ -45,8 +50,10 @@ from fairseq.tasks.language_modeling import LanguageModelingConfig, LanguageMode
 
 from fairseq_awd.ar_tar_criterion import ARTARCrossEntropyCriterion
 from fairseq_awd.awd_lstm import AWDLSTMConfig, AWDLSTMDecoder, AWDLSTMModel
+from fairseq_awd.awd_lstm_mos import AWDLSTMMoSConfig, AWDLSTMMoSDecoder, AWDLSTMMoSModel
 from fairseq_awd.cache_pointer import CachePointer
 from fairseq_awd.evaluation import DynamicEvalSettings, EvalLM
+from fairseq_awd.split_softmax import parse_cutoffs
 from fairseq_awd.stream import Stream
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -103,9 +110,14 @@ def build(name, args, task):
             logits = model(tokens)[0]
             return F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1))
         return model, loss
-    cfg = AWDLSTMConfig(decoder_embed_dim=embed, decoder_hidden_size=hidden,
-                        decoder_layers=LAYERS.get(args.size, 3), **awd_settings(name, args))
-    model = AWDLSTMModel(AWDLSTMDecoder(cfg, task.dictionary))
+    if name == "awd_lstm_mos":  # at --size ptb its own PTB model (emb 280, nhid 960, 620)
+        mos = {} if args.size == "ptb" else dict(
+            decoder_embed_dim=embed, decoder_hidden_size=hidden, decoder_last_hidden_size=embed)
+        model = AWDLSTMMoSModel(AWDLSTMMoSDecoder(AWDLSTMMoSConfig(**mos), task.dictionary))
+    else:
+        cfg = AWDLSTMConfig(decoder_embed_dim=embed, decoder_hidden_size=hidden,
+                            decoder_layers=LAYERS.get(args.size, 3), **awd_settings(name, args))
+        model = AWDLSTMModel(AWDLSTMDecoder(cfg, task.dictionary))
     crit = ARTARCrossEntropyCriterion(task, ar_alpha=2.0, tar_beta=1.0)
 
     def loss(tokens, target):
@@ -171,7 +183,8 @@ def peak_memory_mb(args, name):
     out = subprocess.run(
         [sys.executable, __file__, "--size", args.size, "--batch-size", str(args.batch_size),
          "--bptt", str(args.bptt), "--device", args.device, "--vocab", str(args.vocab),
-         "--softmax-cutoffs", args.softmax_cutoffs, "--memory-of", name],
+         "--softmax-cutoffs", args.softmax_cutoffs, *(["--mos"] if args.mos else []),
+         "--memory-of", name],
         capture_output=True, text=True, check=True).stdout
     return float(out.split()[-1])
 
@@ -311,29 +324,31 @@ def interleaved_train_speed(args, trainers, tokens):
     return {name: tokens[:, 1:].numel() / statistics.median(t) for name, t in times.items()}
 
 
-def softmax_comparison(args):
-    """--vocab: the split softmax against the full one."""
-    task = task_for(args.vocab)
-    trainers = {name: Trainer(name, args, task) for name in ("full softmax", "split softmax")}
-    cutoffs = trainers["split softmax"].model.decoder.softmax.bounds[:-1]
-    tokens = training_tokens(args, args.vocab)
+def pair_comparison(args, names, about):
+    """--vocab, --mos: two awd_lstm variants' training tokens/s (interleaved) and peak
+    memory (each in its own process), and their ratios; `about` describes the setting."""
+    task = task_for(vocabulary(args))
+    trainers = {name: Trainer(name, args, task) for name in names}
+    tokens = training_tokens(args, len(task.dictionary))
     speed = interleaved_train_speed(args, trainers, tokens)
     rows = [{"model": name, "train_tokens_per_s": round(speed[name]),
-             "peak_memory_mb": round(peak_memory_mb(args, name))} for name in trainers]
-    full, split = rows
-    ratios = {"split_over_full_train": round(split["train_tokens_per_s"]
-                                             / full["train_tokens_per_s"], 3),
-              "split_over_full_peak_memory": round(split["peak_memory_mb"]
-                                                   / full["peak_memory_mb"], 3)}
-    print(f"device {args.device}, size {args.size} {SIZES[args.size][:2]} x "
-          f"{LAYERS.get(args.size, 3)} layers, vocabulary "
-          f"{args.vocab:,} (Zipf), cutoffs {cutoffs}, batch {args.batch_size}, bptt "
-          f"{args.bptt}, {args.steps} timed steps")
-    print(f"{'awd_lstm':14s} {'train tok/s':>12s} {'peak MB':>8s}")
+             "peak_memory_mb": round(peak_memory_mb(args, name)),
+             "parameters": sum(p.numel() for p in trainers[name].model.parameters())}
+            for name in names]
+    first, second = rows
+    key = f"{names[1]}_over_{names[0]}".replace(" ", "_")
+    ratios = {f"{key}_train": round(second["train_tokens_per_s"]
+                                    / first["train_tokens_per_s"], 3),
+              f"{key}_peak_memory": round(second["peak_memory_mb"]
+                                          / first["peak_memory_mb"], 3)}
+    print(f"device {args.device}, {about}, batch {args.batch_size}, bptt {args.bptt}, "
+          f"{args.steps} timed steps")
+    print(f"{'':14s} {'train tok/s':>12s} {'peak MB':>8s} {'parameters':>11s}")
     for r in rows:
-        print(f"{r['model']:14s} {r['train_tokens_per_s']:12d} {r['peak_memory_mb']:8d}")
+        print(f"{r['model']:14s} {r['train_tokens_per_s']:12d} {r['peak_memory_mb']:8d} "
+              f"{r['parameters']:11,d}")
     for k, v in ratios.items():
-        print(f"{k:28s} {v}")
+        print(f"{k:48s} {v}")
     with open(args.json, "w") as f:
         json.dump({"settings": vars(args), "rows": rows, "ratios": ratios}, f, indent=1)
 
@@ -350,12 +365,23 @@ def main():
     p.add_argument("--vocab", type=int, default=0,
                    help="the split softmax against the full one over this many words")
     p.add_argument("--softmax-cutoffs", default="auto", help="the split's, as awd_lstm's flag")
+    p.add_argument("--mos", action="store_true",
+                   help="awd_lstm_mos against awd_lstm (at --size ptb: each one's PTB model)")
     p.add_argument("--memory-of", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.memory_of:
         return memory_of(args, args.memory_of)
+    embed, hidden, _ = SIZES[args.size]
     if args.vocab:
-        return softmax_comparison(args)
+        cutoffs = parse_cutoffs(args.softmax_cutoffs, args.vocab)
+        return pair_comparison(args, ("full softmax", "split softmax"), (
+            f"awd_lstm {embed}/{hidden} x {LAYERS.get(args.size, 3)} layers, vocabulary "
+            f"{args.vocab:,} (Zipf), cutoffs {cutoffs}"))
+    if args.mos:
+        mos = "280/960/620, 15 experts" if args.size == "ptb" else f"{embed}/{hidden}/{embed}"
+        return pair_comparison(args, ("awd_lstm wd0.5", "awd_lstm_mos"), (
+            f"awd_lstm {embed}/{hidden}, awd_lstm_mos {mos}, vocabulary "
+            f"{SIZES[args.size][2]:,}"))
 
     task = task_for(SIZES[args.size][2])
     vocab = len(task.dictionary)

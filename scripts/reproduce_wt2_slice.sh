@@ -5,7 +5,8 @@
 # weight decay 1.2e-6, NT-ASGD nonmono 5; 6 epochs for seeds 141 and 1882.
 # Prints the validation perplexity per epoch and fairseq-eval-lm's test perplexity.
 #   EPOCHS=30 NONMONO=2 SEEDS=141 OUT=runs/wt2-slice-30 bash scripts/reproduce_wt2_slice.sh
-# SOFTMAX_CUTOFFS=2800,8000 trains with the split softmax (--softmax-cutoffs).
+# SOFTMAX_CUTOFFS=2800,8000 trains with the split softmax (--softmax-cutoffs); MODEL_FLAGS
+# are added to fairseq-train's (e.g. "--arch awd_lstm_mos --n-experts 5 ...").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
@@ -14,6 +15,7 @@ EPOCHS=${EPOCHS:-6}
 SEEDS=${SEEDS:-"141 1882"}
 NONMONO=${NONMONO:-5}
 SOFTMAX_CUTOFFS=${SOFTMAX_CUTOFFS:-auto}
+MODEL_FLAGS=${MODEL_FLAGS:-}
 # A fresh run each time: fairseq-preprocess refuses an existing dictionary, and
 # fairseq-train would resume the last run's checkpoint_last.pt.
 rm -rf "$OUT"
@@ -35,7 +37,8 @@ for seed in $SEEDS; do
         --criterion ar_tar_cross_entropy --ar-alpha 2 --tar-beta 1 \
         --optimizer nt_asgd --nonmono "$NONMONO" --lr 30 --clip-norm 0.25 \
         --weight-decay 1.2e-6 --max-epoch "$EPOCHS" --save-dir "$run" \
-        --no-epoch-checkpoints --log-format simple --log-interval 100 > "$run/train.log" 2>&1
+        --no-epoch-checkpoints --log-format simple --log-interval 100 $MODEL_FLAGS \
+        > "$run/train.log" 2>&1
     fairseq-eval-lm "$OUT/data-bin" --user-dir fairseq_awd --cpu --task variable_bptt_lm \
         --bptt 35 --path "$run/checkpoint_best.pt" > "$run/eval.log" 2>&1
     echo "seed $seed: $(grep -o 'num. shared model params: [0-9,]*' "$run/train.log")"

@@ -87,6 +87,23 @@ def test_benchmark_prints_its_table(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("mode,names", [
+    (["--vocab", "3000", "--softmax-cutoffs", "500,1500"], ["full softmax", "split softmax"]),
+    (["--mos"], ["awd_lstm wd0.5", "awd_lstm_mos"])])
+def test_benchmark_compares_two_variants(tmp_path, mode, names):
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--size", "tiny", "--steps",
+         "1", "--batch-size", "2", "--bptt", "10", *mode, "--json", str(tmp_path / "b.json")],
+        check=True, env=ENV, capture_output=True, text=True).stdout
+    import json
+    result = json.loads((tmp_path / "b.json").read_text())
+    assert [r["model"] for r in result["rows"]] == names
+    assert all(r["train_tokens_per_s"] > 0 and r["peak_memory_mb"] > 0 for r in result["rows"])
+    train, memory = result["ratios"].values()
+    assert train > 0 and memory > 0 and out.startswith("device cpu, awd_lstm ")
+
+
+@pytest.mark.slow
 def test_the_readme_demo_prints_a_perplexity_in_the_range_it_states(tmp_path):
     low, high = map(float, re.search(r"test perplexity, between (\d+) and (\d+)",
                                      (ROOT / "README.md").read_text()).groups())
