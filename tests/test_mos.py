@@ -143,6 +143,16 @@ def test_the_latent_dropout_is_locked_over_time():
     assert dropped.any() and not torch.equal(dropped[0, 0], dropped[1, 0])
 
 
+def test_a_checkpoint_of_another_dictionary_is_refused_at_load():
+    """The fingerprint the body's embedding carries, as awd_lstm's."""
+    trained = AWDLSTMMoSModel(decoder())
+    other = small_dictionary(V)
+    other.symbols[5], other.symbols[6] = other.symbols[6], other.symbols[5]
+    model = AWDLSTMMoSModel(AWDLSTMMoSDecoder(AWDLSTMMoSConfig(**TINY), other))
+    with pytest.raises(SystemExit, match=r"another dictionary than dict.txt \(same size"):
+        model.load_state_dict(trained.state_dict())
+
+
 @pytest.fixture(scope="module")
 def mos_checkpoint(data_bin, tmp_path_factory):
     """A tiny awd_lstm_mos trained 2 epochs by fairseq-train with nt_asgd, and the same
