@@ -13,3 +13,17 @@ binarize() {
         --workers "${WORKERS:-4}"
     rm "$src/all.txt"
 }
+
+# Download WikiText-$1 (word level, v1; 2 or 103) from $2 into data/wikitext-$1 and
+# binarize it into data-bin/wikitext-$1. Run from the repository root.
+prepare_wikitext() {
+    local version=$1 url=$2 dir=data/wikitext-$1
+    mkdir -p "$dir"
+    curl -fsSL -o "$dir/wikitext.zip" "$url"
+    unzip -q -o "$dir/wikitext.zip" -d "$dir" && rm "$dir/wikitext.zip"
+    for split in train valid test; do
+        mv "$dir/wikitext-$version/wiki.$split.tokens" "$dir/$split.txt"
+    done
+    rm -rf "$dir/wikitext-$version"
+    binarize "$dir" "data-bin/wikitext-$version"
+}

@@ -2,6 +2,7 @@
 have seen it."""
 import copy
 
+import pytest
 import torch
 
 from fairseq_awd.awd_lstm import AWDLSTMConfig, AWDLSTMDecoder, AWDLSTMModel
@@ -14,20 +15,28 @@ from conftest import small_dictionary
 LR, LAM, EPS, BPTT = 0.05, 0.3, 1e-3, 5
 
 
-def test_the_update_is_krauses_rms_rule_with_decay():
+@pytest.mark.parametrize("old", [False, True])
+def test_the_update_is_krauses_rms_rule_with_decay(old):
+    """Krause et al.'s current dynamiceval.py: rms the root of the squared gradients'
+    mean, decay rms / the weights' mean rms. Its first version (the MoS reference's,
+    old=True): the root of their sum, decay divided by the sum of the weights' mean
+    rms; its lr, lambda and epsilon, converted, give its update."""
     torch.manual_seed(0)
     layer = torch.nn.Linear(3, 2)
     xs = [torch.randn(4, 3) for _ in range(3)]
 
     def loss_of(x, _):
         return layer(x).pow(2).mean()
-    dyn = DynamicEval(layer, LR, LAM, EPS)
+    dyn = DynamicEval(layer, LR, LAM, EPS, old_hyperparameters=old)
     dyn.gradient_statistics(loss_of, [(x, None) for x in xs])
     grads = [torch.autograd.grad(loss_of(x, None), list(layer.parameters())) for x in xs]
-    rms = [torch.stack([g[i] for g in grads]).pow(2).mean(0).sqrt() for i in range(2)]
-    mean_rms = (rms[0].mean() + rms[1].mean()) / 2
-    assert all(torch.allclose(a, b) for a, b in zip(dyn.rms, rms))
-    assert all(torch.allclose(d, (r / mean_rms).clamp(max=1 / LAM)) for d, r in zip(dyn.decay, rms))
+    squares = [torch.stack([g[i] for g in grads]).pow(2) for i in range(2)]
+    rms = [(s.sum(0) if old else s.mean(0)).sqrt() for s in squares]
+    total = rms[0].mean() + rms[1].mean()
+    decay = [(r / (total if old else total / 2)).clamp(max=1 / LAM) for r in rms]
+    if not old:
+        assert all(torch.allclose(a, b) for a, b in zip(dyn.rms, rms))
+        assert all(torch.allclose(a, b) for a, b in zip(dyn.decay, decay))
     start = [p.detach().clone() for p in layer.parameters()]
     with torch.no_grad():  # move away from the start, so that the decay acts
         for p in layer.parameters():
@@ -36,7 +45,7 @@ def test_the_update_is_krauses_rms_rule_with_decay():
     x = torch.randn(4, 3)
     g = torch.autograd.grad(loss_of(x, None), list(layer.parameters()))
     dyn.step(loss_of(x, None))
-    for p, p0, p_before, gi, r, d in zip(layer.parameters(), start, before, g, rms, dyn.decay):
+    for p, p0, p_before, gi, r, d in zip(layer.parameters(), start, before, g, rms, decay):
         expected = p_before + LAM * d * (p0 - p_before) - LR * gi / (r + EPS)
         assert torch.allclose(p, expected, atol=1e-6)
 
@@ -116,30 +125,3 @@ def test_the_decay_is_clipped_at_one_over_lambda():
         assert torch.allclose(d, torch.minimum(q, torch.tensor(1 / lam)))
     assert all((lam * d).max() <= 1 + 1e-6 for d in dyn.decay)
 
-
-def test_old_hyperparameters_give_the_first_versions_update():
-    """The MoS reference's dynamiceval.py: rms the root of the squares' sum, decay
-    divided by the sum (not the mean) of the weights' mean rms. Its lr, lambda and
-    epsilon, converted, give its update."""
-    torch.manual_seed(0)
-    layer = torch.nn.Linear(3, 2)
-    xs = [torch.randn(4, 3) for _ in range(3)]
-
-    def loss_of(x, _):
-        return layer(x).pow(2).mean()
-    dyn = DynamicEval(layer, LR, LAM, EPS, old_hyperparameters=True)
-    dyn.gradient_statistics(loss_of, [(x, None) for x in xs])
-    grads = [torch.autograd.grad(loss_of(x, None), list(layer.parameters())) for x in xs]
-    ms = [torch.stack([g[i] for g in grads]).pow(2).sum(0).sqrt() for i in range(2)]
-    decrate = [(m / (ms[0].mean() + ms[1].mean())).clamp(max=1 / LAM) for m in ms]
-    start = [p.detach().clone() for p in layer.parameters()]
-    with torch.no_grad():
-        for p in layer.parameters():
-            p.add_(0.5)
-    before = [p.detach().clone() for p in layer.parameters()]
-    x = torch.randn(4, 3)
-    g = torch.autograd.grad(loss_of(x, None), list(layer.parameters()))
-    dyn.step(loss_of(x, None))
-    for p, p0, p_before, gi, m, d in zip(layer.parameters(), start, before, g, ms, decrate):
-        expected = p_before + LAM * d * (p0 - p_before) - LR * gi / (m + EPS)
-        assert torch.allclose(p, expected, atol=1e-6)
