@@ -9,7 +9,7 @@
 # at most 60 epochs); the best checkpoint by validation loss is scored with beam 5,
 # and the tables (results.py) go to $OUT/results.md, the ablation's to
 # $OUT/ablation/ablation.md. JOBS runs at a time, one thread each (on 2 cores, two
-# single-threaded runs get more done than one run on two threads). About 3.5 hours
+# single-threaded runs get more done than one run on two threads). About 4 hours
 # on 2 cores.
 #
 #   bash examples/translation/run.sh              # the tables
@@ -68,11 +68,17 @@ queue() {  # train in the background once fewer than JOBS runs are going
 }
 
 # The grids, on the first seed: fairseq's `lstm` (one dropout for all its places,
-# its usual knob) and the AWD model's techniques (one decoder layer: no place for
-# --hidden-dropout), from locked dropout alone to weight drop alone.
+# its usual knob; its decoder embedding tied to its softmax or not) and the AWD
+# model's techniques (one decoder layer: no place for --hidden-dropout), from locked
+# dropout alone to weight drop alone, then all of them at light values, tied and not.
+ALL="--weight-drop 0.2 --embed-dropout 0.1 --input-dropout 0.1 --dropout 0.2 --ar-alpha 0.2 --tar-beta 0.1"
 declare -A SETTING=(
-    [lstm_d0.1]="--dropout 0.1" [lstm_d0.2]="--dropout 0.2" [lstm_d0.3]="--dropout 0.3"
-    [lstm_d0.4]="--dropout 0.4"
+    [lstm_d0.1]="--share-decoder-input-output-embed --dropout 0.1"
+    [lstm_d0.2]="--share-decoder-input-output-embed --dropout 0.2"
+    [lstm_d0.3]="--share-decoder-input-output-embed --dropout 0.3"
+    [lstm_d0.4]="--share-decoder-input-output-embed --dropout 0.4"
+    [lstm_untied_d0.1]="--dropout 0.1" [lstm_untied_d0.2]="--dropout 0.2"
+    [lstm_untied_d0.3]="--dropout 0.3"
     [awd_locked_out1]="--input-dropout 0.1 --dropout 0.1"
     [awd_locked_light]="--input-dropout 0.1 --dropout 0.2"
     [awd_locked_out3]="--input-dropout 0.1 --dropout 0.3"
@@ -82,19 +88,21 @@ declare -A SETTING=(
     [awd_wd2_embed]="--weight-drop 0.2 --embed-dropout 0.1 --input-dropout 0.1 --dropout 0.2"
     [awd_wd3]="--weight-drop 0.3 --input-dropout 0.1 --dropout 0.2"
     [awd_wd_only]="--weight-drop 0.3 --input-dropout 0 --dropout 0"
+    [awd_all]="$ALL"
+    [awd_all_untied]="$ALL --untie-embeddings"
 )
-LSTM=(--arch lstm --share-decoder-input-output-embed
-      --criterion label_smoothed_cross_entropy --label-smoothing 0.1)
+LSTM=(--arch lstm --criterion label_smoothed_cross_entropy --label-smoothing 0.1)
 # every regulariser off unless the setting turns it on
 AWD=(--arch awd_lstm_translation --criterion ar_tar_cross_entropy --label-smoothing 0.1
      --weight-drop 0 --embed-dropout 0 --hidden-dropout 0 --ar-alpha 0 --tar-beta 0)
 first=${SEEDS%% *}
-for name in lstm_d0.1 lstm_d0.2 lstm_d0.3 lstm_d0.4; do
+for name in lstm_d0.1 lstm_d0.2 lstm_d0.3 lstm_d0.4 lstm_untied_d0.1 lstm_untied_d0.2 \
+            lstm_untied_d0.3; do
     # shellcheck disable=SC2086
     queue "$name.s$first" "$first" "${LSTM[@]}" ${SETTING[$name]} "${ADAM[@]}"
 done
 for name in awd_locked_out1 awd_locked_light awd_locked_out3 awd_locked awd_embed awd_ar_tar \
-            awd_wd2_embed awd_wd3 awd_wd_only; do
+            awd_wd2_embed awd_wd3 awd_wd_only awd_all awd_all_untied; do
     # shellcheck disable=SC2086
     queue "$name.s$first" "$first" "${AWD[@]}" ${SETTING[$name]} "${ADAM[@]}"
 done
@@ -107,11 +115,11 @@ for seed in ${SEEDS#"$first"}; do
     # shellcheck disable=SC2086
     queue "$best_awd.s$seed" "$seed" "${AWD[@]}" ${SETTING[$best_awd]} "${ADAM[@]}"
 done
-# NT-ASGD with the tuned regularisation: plain SGD at Luong et al.'s lr 1, after a
-# warm-up (at lr 10 it diverged here), the lr fixed so that only NT-ASGD's switch acts
+# NT-ASGD with the tuned regularisation: plain SGD at lr 3 after a warm-up (at lr 10
+# it diverged here), the lr fixed so that only NT-ASGD's switch acts
 # shellcheck disable=SC2086
 queue "nt_asgd.s$first" "$first" "${AWD[@]}" ${SETTING[$best_awd]} --optimizer nt_asgd \
-    --nonmono 2 --weight-decay 1.2e-6 --lr 1 --clip-norm 1 --lr-scheduler fixed \
+    --nonmono 2 --weight-decay 1.2e-6 --lr 3 --clip-norm 1 --lr-scheduler fixed \
     --warmup-updates 150
 wait
 python examples/translation/results.py "$OUT" --final "$best_lstm" "$best_awd" nt_asgd \
