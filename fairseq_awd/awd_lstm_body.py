@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 import torch
-import torch.nn.functional as F
 from fairseq.dataclass import FairseqDataclass
 from fairseq.models import FairseqIncrementalDecoder
 from torch import nn
@@ -21,7 +20,7 @@ from .dictionary_fingerprint import mark
 from .errors import fail
 from .locked_dropout import LockedDropout
 from .split_softmax import SplitSoftmax, parse_cutoffs
-from .tied_softmax import TiedSoftmax
+from .tied_softmax import SoftmaxHead, TiedSoftmax
 from .weight_drop import WeightDropLSTM
 
 
@@ -110,24 +109,21 @@ class AWDLSTMBody(nn.Module):
 
 
 class BodyDecoder(FairseqIncrementalDecoder):
-    """A decoder on an AWDLSTMBody (`self.body`) with a softmax tied to its embedding
-    (`self.softmax`): the full one, or split for a large vocabulary, whose training
-    never builds the logits: the decoder then returns its features, as fairseq's
-    adaptive-softmax decoders do, and `get_normalized_probs` and `nll` score them."""
+    """A decoder on an AWDLSTMBody (`self.body`) with a head tied to its embedding
+    (`self.softmax`, a SoftmaxHead): the full softmax, or split for a large
+    vocabulary, whose training never builds the logits (the decoder then returns its
+    features, as fairseq's adaptive-softmax decoders do), or a model's own."""
 
     def __init__(self, dictionary, body: AWDLSTMBody, out_dim: int, cfg: AWDBodyConfig,
-                 softmax: Optional[nn.Module] = None):
-        """softmax: a head of the decoder's own that maps (features, the embedding's
-        weight) to log-probabilities; by default the tied softmax, split by
+                 softmax: Optional[SoftmaxHead] = None):
+        """softmax: a head of the decoder's own; by default the tied softmax, split by
         --softmax-cutoffs."""
         super().__init__(dictionary)
         self.body = body
-        self.split = False
         if softmax is None:
             vocab, tied = len(dictionary), not cfg.untie_embeddings
             cutoffs = parse_cutoffs(cfg.softmax_cutoffs, vocab)
-            self.split = bool(cutoffs)
-            softmax = (SplitSoftmax(vocab, out_dim, cutoffs, tied) if self.split
+            softmax = (SplitSoftmax(vocab, out_dim, cutoffs, tied) if cutoffs
                        else TiedSoftmax(vocab, out_dim, tied))
         self.softmax = softmax
 
@@ -167,33 +163,22 @@ class BodyDecoder(FairseqIncrementalDecoder):
             self.set_incremental_state(incremental_state, "state", saved)
 
     def scores(self, features, features_only: bool):
-        """What forward returns: the logits, or the features where they are wanted
-        or the softmax is split."""
-        return features if features_only or self.split else self.output_layer(features)
+        """What forward returns: the head's output, or the features if asked."""
+        return features if features_only else self.output_layer(features)
 
     def output_layer(self, features):
-        """Logits over the vocabulary; split: the log-probabilities."""
-        weight = self.body.embed_tokens.weight
-        return self.softmax.log_probs(features, weight) if self.split else self.softmax(
-            features, weight)
+        return self.softmax(features, self.body.embed_tokens.weight)
 
     def get_normalized_probs(self, net_output, log_probs, sample=None):
-        if not self.split:
-            return super().get_normalized_probs(net_output, log_probs, sample)
-        lprobs = self.output_layer(net_output[0])
+        lprobs = self.softmax.log_probs(net_output[0], self.body.embed_tokens.weight)
         return lprobs if log_probs else lprobs.exp()
 
     def nll(self, net_output, target, ignore_index: int = -100):
         """The summed negative log-likelihood of the targets (fp32), positions whose
         target is `ignore_index` left out; split: no tail's softmax at a position
         whose target is not in it."""
-        if self.split:
-            lprobs = self.softmax.target_log_probs(net_output[0], target,
-                                                   self.body.embed_tokens.weight)
-            return -lprobs.masked_fill(target.eq(ignore_index), 0).sum()
-        lprobs = self.get_normalized_probs(net_output, log_probs=True)
-        return F.nll_loss(lprobs.reshape(-1, lprobs.size(-1)), target.reshape(-1),
-                          ignore_index=ignore_index, reduction="sum")
+        return self.softmax.nll(net_output[0], target, self.body.embed_tokens.weight,
+                                ignore_index)
 
     def max_positions(self):
         return int(1e6)  # a recurrent model has no length limit

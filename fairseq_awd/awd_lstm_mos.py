@@ -44,11 +44,6 @@ class AWDLSTMMoSDecoder(AWDLSTMDecoder):
         super().__init__(cfg, dictionary, dictionary_path, cfg.decoder_last_hidden_size,
                          mixture)
 
-    def get_normalized_probs(self, net_output, log_probs, sample=None):
-        """The forward's output is the mixture's log-probabilities already."""
-        lprobs = net_output[0].float()
-        return lprobs if log_probs else lprobs.exp()
-
 
 @register_model("awd_lstm_mos", dataclass=AWDLSTMMoSConfig)
 class AWDLSTMMoSModel(AWDLSTMModel):

@@ -19,9 +19,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .locked_dropout import LockedDropout
+from .tied_softmax import SoftmaxHead
 
 
-class MixtureOfSoftmaxes(nn.Module):
+class MixtureOfSoftmaxes(SoftmaxHead):
     def __init__(self, vocab_size: int, in_dim: int, embed_dim: int, n_experts: int,
                  latent_dropout: float):
         super().__init__()
@@ -40,3 +41,8 @@ class MixtureOfSoftmaxes(nn.Module):
         latent = latent.reshape(*h.shape[:-1], self.n_experts, self.embed_dim)
         expert = F.log_softmax(F.linear(latent, embedding_weight, self.bias).float(), dim=-1)
         return torch.logsumexp(log_prior.unsqueeze(-1) + expert, dim=-2)
+
+    def log_probs(self, scores: torch.Tensor, embedding_weight: torch.Tensor) -> torch.Tensor:
+        """The forward's output is the mixture's log-probabilities already: no second
+        pass over the vocabulary."""
+        return scores.float()

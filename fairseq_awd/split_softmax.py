@@ -74,8 +74,8 @@ class SplitSoftmax(TiedSoftmax):
         """The head's and each tail's rows of the softmax weights and biases, from one
         split: its backward builds one gradient for the whole matrix, where a slice
         per piece would build one each (a vocabulary x dim tensor apiece)."""
-        weight = embedding_weight if self.weight is None else self.weight
-        return weight.split(self.sizes), self.bias.split(self.sizes)
+        return (self.softmax_weight(embedding_weight).split(self.sizes),
+                self.bias.split(self.sizes))
 
     def head_log_probs(self, features, weight, bias):
         """(N, head words + tails): the head's words, then each tail's tombstone."""
@@ -87,6 +87,12 @@ class SplitSoftmax(TiedSoftmax):
     def tail_log_probs(features, weight, bias):
         return F.log_softmax(F.linear(features, weight, bias).float(), dim=-1)
 
+    def forward(self, features: torch.Tensor, embedding_weight: torch.Tensor):
+        """The features themselves: training scores them with `nll`, which builds
+        no logits beyond each target's own tail (as fairseq's adaptive-softmax
+        decoders return their features)."""
+        return features
+
     def log_probs(self, features: torch.Tensor, embedding_weight: torch.Tensor):
         """The whole distribution, (..., vocab), in fp32."""
         weights, biases = self.pieces(embedding_weight)
@@ -97,6 +103,10 @@ class SplitSoftmax(TiedSoftmax):
             parts.append(head[..., n + k - 1 : n + k]
                          + self.tail_log_probs(features, weights[k], biases[k]))
         return torch.cat(parts, -1)
+
+    def nll(self, features, target, embedding_weight, ignore_index: int = -100):
+        lprobs = self.target_log_probs(features, target, embedding_weight)
+        return -lprobs.masked_fill(target.eq(ignore_index), 0).sum()
 
     def target_log_probs(self, features: torch.Tensor, target: torch.Tensor,
                          embedding_weight: torch.Tensor):

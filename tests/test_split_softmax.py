@@ -183,7 +183,7 @@ def test_a_split_checkpoint_evaluates_with_eval_lm_its_extras_and_the_hub(data_b
     lm = AWDLSTMModel.from_pretrained(str(save_dir), "checkpoint_best.pt",
                                       data_name_or_path=str(data_bin), user_dir=USER_DIR)
     model = lm.models[0]  # in eval mode: the hub made it generation-only
-    assert model.decoder.split and not model.training
+    assert isinstance(model.decoder.softmax, SplitSoftmax) and not model.training
     lm.task.load_dataset("test")
     tokens = lm.task.dataset("test").tokens
     with torch.no_grad():  # the whole distribution, token by token from one state
