@@ -9,7 +9,7 @@
 # at most 60 epochs); the best checkpoint by validation loss is scored with beam 5,
 # and the tables (results.py) go to $OUT/results.md, the ablation's to
 # $OUT/ablation/ablation.md. JOBS runs at a time, one thread each (on 2 cores, two
-# single-threaded runs get more done than one run on two threads). About 4 hours
+# single-threaded runs get more done than one run on two threads). About 4.5 hours
 # on 2 cores.
 #
 #   bash examples/translation/run.sh              # the tables
@@ -19,7 +19,7 @@ cd "$(dirname "$0")/../.."
 JOBS=${JOBS:-2}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 OUT=${OUT:-runs/translation}
-SEEDS=${SEEDS:-1 2 3}
+SEEDS=${SEEDS:-1 2 3 4 5}
 EMB=${EMB:-128}
 HID=${HID:-256}
 if [ -n "${QUICK:-}" ]; then LINES=${LINES:-3000}; EPOCHS=${EPOCHS:-2}; SEEDS=1; fi
@@ -72,6 +72,8 @@ queue() {  # train in the background once fewer than JOBS runs are going
 # model's techniques (one decoder layer: no place for --hidden-dropout), from locked
 # dropout alone to weight drop alone, then all of them at light values, tied and not.
 ALL="--weight-drop 0.2 --embed-dropout 0.1 --input-dropout 0.1 --dropout 0.2 --ar-alpha 0.2 --tar-beta 0.1"
+# around awd_all_untied: one of output dropout, embedding dropout, weight drop moved
+UNTIED_LIGHT="--input-dropout 0.1 --ar-alpha 0.2 --tar-beta 0.1 --untie-embeddings"
 declare -A SETTING=(
     [lstm_d0.1]="--share-decoder-input-output-embed --dropout 0.1"
     [lstm_d0.2]="--share-decoder-input-output-embed --dropout 0.2"
@@ -90,6 +92,10 @@ declare -A SETTING=(
     [awd_wd_only]="--weight-drop 0.3 --input-dropout 0 --dropout 0"
     [awd_all]="$ALL"
     [awd_all_untied]="$ALL --untie-embeddings"
+    [awd_all_untied_out0]="$UNTIED_LIGHT --weight-drop 0.2 --embed-dropout 0.1 --dropout 0"
+    [awd_all_untied_out1]="$UNTIED_LIGHT --weight-drop 0.2 --embed-dropout 0.1 --dropout 0.1"
+    [awd_all_untied_embed2]="$UNTIED_LIGHT --weight-drop 0.2 --embed-dropout 0.2 --dropout 0.2"
+    [awd_all_untied_wd3]="$UNTIED_LIGHT --weight-drop 0.3 --embed-dropout 0.1 --dropout 0.2"
 )
 LSTM=(--arch lstm --criterion label_smoothed_cross_entropy --label-smoothing 0.1)
 # every regulariser off unless the setting turns it on
@@ -102,7 +108,8 @@ for name in lstm_d0.1 lstm_d0.2 lstm_d0.3 lstm_d0.4 lstm_untied_d0.1 lstm_untied
     queue "$name.s$first" "$first" "${LSTM[@]}" ${SETTING[$name]} "${ADAM[@]}"
 done
 for name in awd_locked_out1 awd_locked_light awd_locked_out3 awd_locked awd_embed awd_ar_tar \
-            awd_wd2_embed awd_wd3 awd_wd_only awd_all awd_all_untied; do
+            awd_wd2_embed awd_wd3 awd_wd_only awd_all awd_all_untied awd_all_untied_out0 \
+            awd_all_untied_out1 awd_all_untied_embed2 awd_all_untied_wd3; do
     # shellcheck disable=SC2086
     queue "$name.s$first" "$first" "${AWD[@]}" ${SETTING[$name]} "${ADAM[@]}"
 done
